@@ -1,0 +1,90 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from wagi.config import ConfigError, all_keys, from_dict, load_config, save_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo(**extra):
+    d = {"data": {"demo": True}}
+    d.update(extra)
+    return d
+
+
+def test_defaults_and_roundtrip(tmp_path):
+    cfg = from_dict(_demo())
+    assert cfg.train.lr == 1e-4 and cfg.encoder.kind == "restyle"
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"'train\.lrr'.*unknown key"):
+        from_dict(_demo(train={"lrr": 1}))
+    with pytest.raises(ConfigError, match=r"'bogus'"):
+        from_dict(_demo(bogus=1))
+
+
+def test_wrong_type_and_choice_are_named():
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*integer"):
+        from_dict(_demo(train={"batch_size": "eight"}))
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*integer"):
+        from_dict(_demo(train={"batch_size": True}))
+    with pytest.raises(ConfigError, match=r"'encoder\.kind'.*one of"):
+        from_dict(_demo(encoder={"kind": "hyperstyle"}))
+    cfg = from_dict(_demo(train={"lr": 1}))  # ints are fine for floats
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"'generator\.ckpt'.*not found"):
+        from_dict(_demo(generator={"ckpt": str(tmp_path / "nope.pt")}))
+    # path checks can be deferred (e.g. to print a config)
+    cfg = from_dict(_demo(generator={"ckpt": str(tmp_path / "nope.pt")}), check_paths=False)
+    assert cfg.generator.ckpt.endswith("nope.pt")
+
+
+def test_consistency_rules():
+    with pytest.raises(ConfigError, match=r"'encoder\.n_iters'"):
+        from_dict(_demo(encoder={"kind": "psp", "n_iters": 5}))
+    with pytest.raises(ConfigError, match=r"'fusion\.resolutions'"):
+        from_dict(_demo(generator={"size": 128}, fusion={"resolutions": [128]}))
+    with pytest.raises(ConfigError, match=r"'data\.train_dir'"):
+        from_dict({})
+
+
+def test_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  demo: true\ntrain:\n  lr: 0.001\n")
+    cfg = load_config(p, ["train.lr=2e-4", "fusion.resolutions=[16, 32]", "generator.size=128"])
+    assert cfg.train.lr == 2e-4 and cfg.fusion.resolutions == [16, 32] and cfg.generator.size == 128
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(p, ["train.lr"])
+    with pytest.raises(ConfigError, match=r"'train\.nope'"):
+        load_config(p, ["train.nope=1"])
+
+
+def test_bad_yaml_and_missing_config(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_key_is_documented():
+    doc = (ROOT / "docs" / "config.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, flags=re.M))
+    assert set(all_keys()) == documented
+
+
+def test_shipped_configs_validate():
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert files, "no configs shipped"
+    for f in files:
+        load_config(f, check_paths=False)

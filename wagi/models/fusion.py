@@ -1,0 +1,238 @@
+"""Wavelet fusion: write the input's high-frequency information into SWAGAN's wavelet skip.
+
+SWAGAN keeps, at every feature resolution r, a 12-channel wavelet map (the Haar coefficients
+``[LL | LH | HL | HH]`` of a 2r x 2r RGB image) that it upsamples in the wavelet domain. An encoder's
+latent code cannot carry the fine details of a real image (letters, strands, pupils), so after the first
+reconstruction x̂0 = G(w+) the :class:`WaveletFusion` module predicts corrections to the *high-frequency*
+channels (LH, HL, HH; 9 of the 12) of that skip at chosen resolutions:
+
+    Δ       = x − x̂0                                  (the distortion: what the latent missed)
+    D_r     = Haar pyramid of resize(Δ, 2r)  and  of resize(x_ref, 2r)
+    ΔC_r    = g_r ⊙ (HF(DWT(resize(Δ, 2r))) + f_r(D_r))      (N, 9, r, r)
+    skip_r  ← skip_r + [0 | ΔC_r]                           (LL channels never change)
+
+* ``g_r`` are per-channel gates initialised to ``gate_init`` (0 by default), so at step 0 the fused output
+  equals the plain generator's and training starts from the base model.
+* With ``g_r = 1`` and ``f_r = 0`` the correction is exactly the Haar detail of the residual at that
+  level: the identity transfer. ``f_r`` (a small CNN) learns what to keep, where, and how to combine levels.
+* Low frequencies stay with the latent code, so editing the latent still controls the image.
+* For edits, the distortion of the *unedited* reconstruction is moved onto the edited image by the
+  :class:`ResidualAligner` (the idea of HFGI's adaptive distortion alignment): it sees (Δ, x̂_edit) and
+  outputs the aligned Δ. It is trained self-supervised: Δ is warped with a random perspective, and the
+  aligner must undo the warp given x̂0 (L1 to the unwarped Δ).
+
+:class:`FeatureFusion` is the HFGI-style baseline: (scale, shift) modulation of one feature map computed
+from the distortion map. Every choice here is a config option, see ``docs/method.md``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import wavelets as wv
+
+N_HF = 9  # LH, HL, HH for 3 colour channels
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-downsample (exact block mean for power-of-two factors) or bilinear-upsample to ``size``."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if x.shape[-1] > size:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def haar_pyramid(img: torch.Tensor, levels: int) -> torch.Tensor:
+    """Haar pyramid of ``img`` (N,C,2r,2r) stacked at resolution r: (N, C + 3C·levels, r, r).
+
+    Level 1 is native; coarser levels are repeated (nearest) up to r so that each location sees its
+    coarse context. LL is the coarsest low band, also repeated.
+    """
+    ll, highs = wv.dwt_multilevel(img, levels)
+    r = highs[0].shape[-1]
+    parts = [highs[0]]
+    for hi in highs[1:]:
+        f = r // hi.shape[-1]
+        parts.append(hi.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2))
+    f = r // ll.shape[-1]
+    parts.append(ll.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2))
+    return torch.cat(parts, dim=1)
+
+
+class _LevelNet(nn.Module):
+    """Per-resolution predictor: pyramid(Δ) ⊕ pyramid(x_ref) → 9 HF channels."""
+
+    def __init__(self, in_ch: int, width: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, width, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, N_HF, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResidualAligner(nn.Module):
+    """Move a distortion map Δ (N,3,S,S) onto a target image (N,3,S,S): a small U-Net, identity at init.
+
+    Output = Δ + U([Δ, target]); the last convolution is zero-initialised, so an untrained aligner passes
+    Δ through unchanged.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.enc1 = nn.Sequential(nn.Conv2d(6, w, 3, padding=1), act(), nn.Conv2d(w, w, 3, padding=1), act())
+        self.enc2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), act(),
+                                  nn.Conv2d(2 * w, 2 * w, 3, padding=1), act())
+        self.enc3 = nn.Sequential(nn.Conv2d(2 * w, 3 * w, 3, stride=2, padding=1), act(),
+                                  nn.Conv2d(3 * w, 3 * w, 3, padding=1), act())
+        self.dec2 = nn.Sequential(nn.Conv2d(5 * w, 2 * w, 3, padding=1), act())
+        self.dec1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), act())
+        self.out = nn.Conv2d(w, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, delta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if delta.shape != target.shape:
+            raise ValueError(f"aligner needs equal shapes, got {tuple(delta.shape)} and {tuple(target.shape)}")
+        if delta.shape[-1] % 4 or delta.shape[-2] % 4:
+            raise ValueError(f"aligner needs sizes divisible by 4, got {tuple(delta.shape[-2:])}")
+        e1 = self.enc1(torch.cat([delta, target], dim=1))
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="bilinear", align_corners=False), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="bilinear", align_corners=False), e1], 1))
+        return delta + self.out(d1)
+
+
+def random_perspective(x: torch.Tensor, distortion_scale: float, p: float,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Per-sample random perspective warp (torchvision's RandomPerspective geometry), for aligner training."""
+    from torchvision.transforms import functional as TF
+
+    n, _, h, w = x.shape
+    out = []
+    half_h, half_w = h // 2, w // 2
+    dh, dw = int(distortion_scale * half_h), int(distortion_scale * half_w)
+    for i in range(n):
+        if float(torch.rand((), generator=generator)) >= p:
+            out.append(x[i])
+            continue
+
+        def r(hi: int) -> int:
+            return int(torch.randint(0, hi + 1, (), generator=generator))
+
+        start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+        end = [[r(dw), r(dh)], [w - 1 - r(dw), r(dh)], [w - 1 - r(dw), h - 1 - r(dh)], [r(dw), h - 1 - r(dh)]]
+        out.append(TF.perspective(x[i], start, end, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0))
+    return torch.stack(out)
+
+
+class WaveletFusion(nn.Module):
+    """Predict HF corrections to SWAGAN's wavelet skip (see the module docstring).
+
+    Args:
+        image_size: generator output size S.
+        resolutions: feature resolutions r to fuse (each a power of two in [4, S/2]); the correction at r
+            has shape (N, 9, r, r) and corresponds to the Haar details of a 2r x 2r image.
+        width: channels of each per-level CNN.
+        source: ``'residual'`` (Δ = x − x̂0, default) or ``'input'`` (x itself).
+        levels: Haar levels of the pyramid fed to each per-level CNN.
+        gate_init: initial value of the per-channel gates (0 ⇒ output unchanged at init).
+        aligner: optional :class:`ResidualAligner` used for edits (and trained with augmentation).
+    """
+
+    def __init__(self, image_size: int, resolutions: Sequence[int], width: int = 64, source: str = "residual",
+                 levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None):
+        super().__init__()
+        if source not in ("residual", "input"):
+            raise ValueError(f"source must be 'residual' or 'input', got {source!r}")
+        self.image_size = image_size
+        self.resolutions = sorted(int(r) for r in resolutions)
+        for r in self.resolutions:
+            if r < 4 or r > image_size // 2 or r & (r - 1):
+                raise ValueError(f"fusion resolution {r} is not a feature resolution of a size-{image_size} SWAGAN")
+            if r % (2 ** (levels - 1)):
+                raise ValueError(f"fusion resolution {r} is too small for {levels} Haar levels")
+        self.source = source
+        self.levels = levels
+        in_ch = 2 * (3 + 9 * levels)
+        self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, width) for r in self.resolutions})
+        self.gates = nn.ParameterDict({str(r): nn.Parameter(torch.full((1, N_HF, 1, 1), float(gate_init)))
+                                       for r in self.resolutions})
+        self.aligner = aligner
+
+    def distortion(self, x: torch.Tensor, x_hat0: torch.Tensor) -> torch.Tensor:
+        """The source map the corrections are computed from (N,3,S,S)."""
+        return x - x_hat0 if self.source == "residual" else x
+
+    def forward(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
+                source_map: Optional[torch.Tensor] = None) -> Dict[int, torch.Tensor]:
+        """Corrections ``{r: (N, 9, r, r)}`` for ``Generator(..., wavelet_corrections=...)``.
+
+        Args:
+            x: input images (N,3,S,S) in [-1, 1] (resized to S if needed).
+            x_hat0: the plain reconstruction G(w+) of ``x`` (N,3,S,S).
+            target: the image the corrections will land on; defaults to ``x_hat0``. For an edit pass the
+                edited reconstruction: Δ is then aligned onto it by the aligner (if any).
+            source_map: an already computed (e.g. aligned or warped) distortion map; overrides Δ.
+        """
+        s = self.image_size
+        x, x_hat0 = resize(x, s), resize(x_hat0, s)
+        target = x_hat0 if target is None else resize(target, s)
+        src = self.distortion(x, x_hat0) if source_map is None else resize(source_map, s)
+        if target is not x_hat0 and self.aligner is not None and source_map is None:
+            src = self.aligner(src, target)
+        out: Dict[int, torch.Tensor] = {}
+        for r in self.resolutions:
+            src_r, tgt_r = resize(src, 2 * r), resize(target, 2 * r)
+            feats = torch.cat([haar_pyramid(src_r, self.levels), haar_pyramid(tgt_r, self.levels)], dim=1)
+            direct = wv.high_bands(wv.dwt(src_r))
+            out[r] = self.gates[str(r)] * (direct + self.nets[str(r)](feats))
+        return out
+
+
+class FeatureFusion(nn.Module):
+    """HFGI-style baseline: from the distortion map Δ, predict (scale, shift) for the feature map at one
+    resolution ``r``: F ← F ⊙ (1 + scale) + shift, after the first convolution of that block.
+
+    The heads' last layers are zero-initialised, so the output is unchanged at init.
+    """
+
+    def __init__(self, image_size: int, resolution: int, feature_channels: int, width: int = 64,
+                 aligner: Optional[ResidualAligner] = None):
+        super().__init__()
+        if resolution < 8 or resolution > image_size // 2 or resolution & (resolution - 1):
+            raise ValueError(f"feature-fusion resolution {resolution} is invalid for a size-{image_size} SWAGAN")
+        self.image_size, self.resolution = image_size, resolution
+        n_down = int(math.log2(image_size // resolution))
+        layers: List[nn.Module] = [nn.Conv2d(6, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        for _ in range(n_down):
+            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        self.trunk = nn.Sequential(*layers)
+        self.scale = nn.Conv2d(width, feature_channels, 3, padding=1)
+        self.shift = nn.Conv2d(width, feature_channels, 3, padding=1)
+        for conv in (self.scale, self.shift):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        self.aligner = aligner
+
+    def forward(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
+                source_map: Optional[torch.Tensor] = None) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
+        s = self.image_size
+        x, x_hat0 = resize(x, s), resize(x_hat0, s)
+        target = x_hat0 if target is None else resize(target, s)
+        delta = x - x_hat0 if source_map is None else resize(source_map, s)
+        if target is not x_hat0 and self.aligner is not None and source_map is None:
+            delta = self.aligner(delta, target)
+        h = self.trunk(torch.cat([delta, target], dim=1))
+        return {self.resolution: (self.scale(h), self.shift(h))}
