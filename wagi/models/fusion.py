@@ -183,14 +183,15 @@ class WaveletFusion(nn.Module):
             x: input images (N,3,S,S) in [-1, 1] (resized to S if needed).
             x_hat0: the plain reconstruction G(w+) of ``x`` (N,3,S,S).
             target: the image the corrections will land on; defaults to ``x_hat0``. For an edit pass the
-                edited reconstruction: Δ is then aligned onto it by the aligner (if any).
-            source_map: an already computed (e.g. aligned or warped) distortion map; overrides Δ.
+                edited reconstruction. With an aligner, Δ is always passed through it onto ``target``
+                (as in training, where it learns to undo random warps given x̂0).
+            source_map: an already aligned distortion map; used as is (no aligner call).
         """
         s = self.image_size
         x, x_hat0 = resize(x, s), resize(x_hat0, s)
         target = x_hat0 if target is None else resize(target, s)
         src = self.distortion(x, x_hat0) if source_map is None else resize(source_map, s)
-        if target is not x_hat0 and self.aligner is not None and source_map is None:
+        if self.aligner is not None and source_map is None:
             src = self.aligner(src, target)
         out: Dict[int, torch.Tensor] = {}
         for r in self.resolutions:
@@ -232,7 +233,7 @@ class FeatureFusion(nn.Module):
         x, x_hat0 = resize(x, s), resize(x_hat0, s)
         target = x_hat0 if target is None else resize(target, s)
         delta = x - x_hat0 if source_map is None else resize(source_map, s)
-        if target is not x_hat0 and self.aligner is not None and source_map is None:
+        if self.aligner is not None and source_map is None:
             delta = self.aligner(delta, target)
         h = self.trunk(torch.cat([delta, target], dim=1))
         return {self.resolution: (self.scale(h), self.shift(h))}

@@ -1,0 +1,277 @@
+"""The WaGI model: encoder + SWAGAN generator + wavelet fusion + ``latent_avg``, used by every script.
+
+    model = WaGI.load("pretrained/demo/wagi.pt")
+    recon, w_plus, extras = model.invert(images)          # images (N,3,H,W) in [-1, 1]
+    edited = model.edit(images, direction, strength=3.0)
+
+Data flow (DESIGN.md):
+
+    w+   = latent_avg + E(x)                   psp / e4e
+    w+_0 = latent_avg, ŷ_0 = G(latent_avg);  w+_{t+1} = w+_t + E([x, ŷ_t])   restyle (K steps)
+    x̂0   = G(w+)                               plain reconstruction
+    x̂    = G(w+, corrections = F(x, x̂0))       wavelet fusion (only the cheap skip chain is recomputed)
+
+The generator runs with its stored noise buffers (``randomize_noise=False``), so inversion is deterministic.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .fusion import FeatureFusion, ResidualAligner, WaveletFusion, resize
+
+FORMAT = "wagi"
+FORMAT_VERSION = 1
+
+
+def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:
+    """(D,), (1,D), (N,D) or (N,n_latent,D) → (N or 1, n_latent, D)."""
+    if latent.dim() == 1:
+        latent = latent.unsqueeze(0)
+    if latent.dim() == 2:
+        latent = latent.unsqueeze(1).expand(-1, n_latent, -1)
+    if latent.dim() != 3 or latent.shape[1] != n_latent:
+        raise ValueError(f"expected a latent of shape (N, {n_latent}, D), got {tuple(latent.shape)}")
+    return latent
+
+
+class WaGI(nn.Module):
+    """Inversion model. See the module docstring.
+
+    Args:
+        generator: a :class:`wagi.models.swagan.Generator`.
+        encoder: maps (N, C, S_enc, S_enc) → (N, n_latent, style_dim) *deltas*; C = 6 for ``restyle``.
+        latent_avg: (style_dim,) or (n_latent, style_dim) average latent.
+        encoder_kind: ``'psp'``, ``'e4e'`` or ``'restyle'``.
+        n_iters: ReStyle refinement steps.
+        encoder_input_size: size the encoder sees.
+        fusion: a :class:`WaveletFusion`, a :class:`FeatureFusion` or None.
+        config: resolved config (plain dict), stored in checkpoints.
+    """
+
+    def __init__(self, generator: nn.Module, encoder: nn.Module, latent_avg: torch.Tensor, encoder_kind: str = "restyle",
+                 n_iters: int = 1, encoder_input_size: int = 256, fusion: Optional[nn.Module] = None,
+                 config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        if encoder_kind not in ("psp", "e4e", "restyle"):
+            raise ValueError(f"unknown encoder kind {encoder_kind!r}")
+        self.generator = generator
+        self.encoder = encoder
+        self.fusion = fusion
+        self.encoder_kind = encoder_kind
+        self.n_iters = int(n_iters) if encoder_kind == "restyle" else 1
+        self.encoder_input_size = int(encoder_input_size)
+        self.n_latent = generator.n_latent
+        self.register_buffer("latent_avg", _as_wplus(latent_avg.detach().float(), self.n_latent)[0].clone())
+        self.config = config or {}
+
+    # ----------------------------------------------------------------------------------------- pieces
+
+    @property
+    def image_size(self) -> int:
+        return self.generator.size
+
+    def synthesize(self, w_plus: torch.Tensor, feature_conditions=None) -> List[torch.Tensor]:
+        return self.generator.synthesize(w_plus, randomize_noise=False, feature_conditions=feature_conditions)
+
+    def compose(self, branches: List[torch.Tensor], corrections: Optional[Dict[int, torch.Tensor]] = None):
+        return self.generator.compose(branches, wavelet_corrections=corrections)
+
+    def decode(self, w_plus: torch.Tensor) -> torch.Tensor:
+        """Plain generator image G(w+) (N,3,S,S)."""
+        return self.compose(self.synthesize(w_plus))
+
+    def average_image(self, batch: int = 1) -> torch.Tensor:
+        """G(latent_avg) at the encoder's input size, repeated ``batch`` times (ReStyle's first input)."""
+        img = self.decode(self.latent_avg.unsqueeze(0).to(self._dtype()))
+        return resize(img, self.encoder_input_size).expand(batch, -1, -1, -1)
+
+    def _dtype(self) -> torch.dtype:
+        return self.latent_avg.dtype
+
+    def encoder_input(self, x: torch.Tensor, current: Optional[torch.Tensor] = None) -> torch.Tensor:
+        xe = resize(x, self.encoder_input_size)
+        if self.encoder_kind != "restyle":
+            return xe
+        cur = self.average_image(x.shape[0]).to(x.dtype) if current is None else resize(current, self.encoder_input_size)
+        return torch.cat([xe, cur], dim=1)
+
+    def encode(self, x: torch.Tensor, return_steps: bool = False) -> Union[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """w+ (N, n_latent, D) of images ``x``; with ``return_steps`` a list of (w+_t, x̂_t) per ReStyle step."""
+        avg = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+        if self.encoder_kind != "restyle":
+            w = avg + self.encoder(self.encoder_input(x))
+            return [(w, self.decode(w))] if return_steps else w
+        w, current, steps = avg, None, []
+        for _ in range(self.n_iters):
+            w = w + self.encoder(self.encoder_input(x, current))
+            if return_steps or len(steps) < self.n_iters - 1:
+                current = self.decode(w)
+                steps.append((w, current))
+        return steps if return_steps else w
+
+    def fusion_outputs(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
+                       source_map: Optional[torch.Tensor] = None):
+        """Arguments for the fused generator pass: ``{'wavelet_corrections': ...}`` or ``{'feature_conditions': ...}``."""
+        if self.fusion is None:
+            return {}
+        out = self.fusion(x, x_hat0, target=target, source_map=source_map)
+        key = "feature_conditions" if isinstance(self.fusion, FeatureFusion) else "wavelet_corrections"
+        return {key: out}
+
+    def fused_decode(self, w_plus: torch.Tensor, branches: List[torch.Tensor], fuse_args: Dict[str, Any]) -> torch.Tensor:
+        """The fused image. Wavelet corrections reuse the first pass's branches (only the skip chain is
+        recomputed); feature conditions change the convolutional features, so they need a full pass."""
+        if "feature_conditions" in fuse_args:
+            return self.compose(self.synthesize(w_plus, feature_conditions=fuse_args["feature_conditions"]))
+        return self.compose(branches, fuse_args.get("wavelet_corrections"))
+
+    # --------------------------------------------------------------------------------------- main API
+
+    def invert(self, images: torch.Tensor, fuse: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
+        """Invert images (N,3,H,W) in [-1,1] (resized to the generator size).
+
+        Returns ``(reconstruction, w_plus, extras)``; extras: ``base`` (x̂0, the unfused image) and the
+        fusion outputs (``wavelet_corrections`` or ``feature_conditions``) when a fusion module is present.
+        """
+        x = resize(images, self.image_size)
+        w = self.encode(x)
+        branches = self.synthesize(w)
+        base = self.compose(branches)
+        extras: Dict[str, Any] = {"base": base}
+        if not fuse or self.fusion is None:
+            return base, w, extras
+        fuse_args = self.fusion_outputs(x, base)
+        extras.update(fuse_args)
+        return self.fused_decode(w, branches, fuse_args), w, extras
+
+    def edit(self, images_or_latents: torch.Tensor, direction: torch.Tensor,
+             strength: Union[float, Sequence[float]] = 1.0, fuse: bool = True) -> torch.Tensor:
+        """Apply ``w+ ← w+ + strength · direction`` and render.
+
+        ``images_or_latents``: images (N,3,H,W) (inverted first; the input's details are moved onto the
+        edited image through the fusion's aligner) or latents (N,n_latent,D) / (N,D) (no fusion: there is
+        no input image to take details from). ``direction``: (D,), (1,D) or (n_latent,D). A list of
+        strengths returns (len(strengths), N, 3, S, S).
+        """
+        d = _as_wplus(direction.to(self.latent_avg), self.n_latent)
+        strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
+        is_image = images_or_latents.dim() == 4
+        if is_image:
+            x = resize(images_or_latents, self.image_size)
+            w = self.encode(x)
+            base = self.decode(w)
+        else:
+            w = _as_wplus(images_or_latents, self.n_latent)
+        outs = []
+        for s in strengths:
+            we = w + s * d
+            branches = self.synthesize(we)
+            edited = self.compose(branches)
+            if is_image and fuse and self.fusion is not None:
+                edited = self.fused_decode(we, branches, self.fusion_outputs(x, base, target=edited))
+            outs.append(edited)
+        return outs[0] if isinstance(strength, (int, float)) else torch.stack(outs)
+
+    # ------------------------------------------------------------------------------------ persistence
+
+    def checkpoint_dict(self, **extra) -> Dict[str, Any]:
+        """Tensors + plain containers only (loads with ``torch.load(weights_only=True)``)."""
+        return {"format": FORMAT, "version": FORMAT_VERSION, "kind": "wagi_model", "config": self.config,
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "latent_avg": self.latent_avg.detach().cpu(), **extra}
+
+    def save(self, path, **extra) -> None:
+        from ..checkpoint import save_checkpoint
+
+        save_checkpoint(self.checkpoint_dict(**extra), path)
+
+    @classmethod
+    def from_config(cls, cfg, generator: Optional[nn.Module] = None, latent_avg: Optional[torch.Tensor] = None,
+                    load_weights: bool = True) -> "WaGI":
+        """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict)."""
+        from ..config import WaGIConfig, from_dict, to_dict
+        from .encoders import build_encoder
+
+        if not isinstance(cfg, WaGIConfig):
+            cfg = from_dict(cfg, check_paths=False)
+        gc, ec, fc = cfg.generator, cfg.encoder, cfg.fusion
+        if generator is None:
+            generator, latent_avg = build_generator(cfg, load_weights=load_weights, latent_avg=latent_avg)
+        if latent_avg is None:
+            with torch.no_grad():
+                latent_avg = generator.mean_latent(4096)[0]
+        input_nc = 6 if ec.kind == "restyle" else 3
+        enc_kwargs = {"width": ec.width} if ec.backbone == "small" else {}
+        encoder = build_encoder(ec.kind, ec.backbone, generator.n_latent, input_nc=input_nc,
+                                image_size=ec.input_size, style_dim=gc.style_dim, **enc_kwargs)
+        if load_weights and ec.weights and ec.backbone != "small":
+            from .encoders import load_backbone_weights
+
+            load_backbone_weights(encoder, ec.backbone, ec.weights)
+        fusion = build_fusion(cfg, generator)
+        return cls(generator, encoder, latent_avg, encoder_kind=ec.kind, n_iters=ec.n_iters,
+                   encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg))
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> "WaGI":
+        """Load a WaGI checkpoint (project format; ``weights_only=True``)."""
+        from ..checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path, map_location=map_location)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != "wagi_model":
+            kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise ValueError(f"{path} is not a WaGI model checkpoint (found kind {kind!r}); "
+                             "generator-only files load with wagi.checkpoint.load_generator")
+        if ckpt.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer WaGI (format version {ckpt['version']})")
+        model = cls.from_config(ckpt["config"], latent_avg=ckpt["latent_avg"], load_weights=False,
+                                generator=_generator_from_config(ckpt["config"]))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: checkpoint does not match its config: missing {missing[:8]}, "
+                             f"unexpected {unexpected[:8]}")
+        return model
+
+
+def _generator_from_config(cfg_dict: Dict[str, Any]) -> nn.Module:
+    from ..config import from_dict
+
+    cfg = from_dict(cfg_dict, check_paths=False)
+    generator, _ = build_generator(cfg, load_weights=False)
+    return generator
+
+
+def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.Tensor] = None):
+    """Generator from ``cfg.generator``: loaded from ``ckpt`` when given (and ``load_weights``), else built."""
+    from .swagan import Generator
+
+    gc = cfg.generator
+    if load_weights and gc.ckpt:
+        from ..checkpoint import load_generator
+
+        generator, ckpt_avg, _ = load_generator(gc.ckpt, trust=gc.trust_checkpoint)
+        if generator.size != gc.size:
+            raise ValueError(f"generator.size is {gc.size} but {gc.ckpt} holds a size-{generator.size} SWAGAN")
+        return generator, latent_avg if latent_avg is not None else ckpt_avg
+    kwargs = {}
+    if gc.channel_max is not None:
+        kwargs["channel_max"] = gc.channel_max
+    generator = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier, **kwargs)
+    return generator, latent_avg
+
+
+def build_fusion(cfg, generator: nn.Module) -> Optional[nn.Module]:
+    fc = cfg.fusion
+    if fc.kind == "none":
+        return None
+    aligner = ResidualAligner(fc.aligner.width) if fc.aligner.enabled else None
+    if fc.kind == "wavelet":
+        return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
+                             gate_init=fc.gate_init, aligner=aligner)
+    r = fc.resolutions[0]
+    return FeatureFusion(generator.size, r, generator.channels[r], width=fc.width, aligner=aligner)

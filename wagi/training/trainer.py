@@ -1,0 +1,457 @@
+"""The WaGI trainer: encoder stage, fusion stage, validation, logging, atomic checkpoints, exact resume, DDP.
+
+Stages (``train.stage``):
+
+* ``encoder``: train the basic encoder (pSp / e4e / ReStyle) against the frozen generator. ReStyle runs
+  ``encoder.n_iters`` refinement steps per batch; each step's loss is back-propagated with the previous
+  latent and image detached and the gradients accumulate into one optimiser step (as ReStyle does).
+* ``fusion``: freeze the encoder (loaded from ``train.encoder_ckpt``) and train the fusion module and its
+  aligner. The distortion Δ = x − x̂0 is warped by a random perspective; the aligner must undo the warp
+  given x̂0 (L1, weight ``loss.aligner``) and the fusion consumes the aligned map, so it learns to work
+  with the imperfectly aligned residuals it will see on edited images.
+* ``joint``: everything that is not frozen trains together.
+
+The order of data and every augmentation are pure functions of ``(seed, step)`` (see
+:mod:`wagi.training.data`), so a run resumed from a checkpoint continues exactly as the uninterrupted run,
+and W processes with batch b follow one process with batch W·b.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import wavelets as wv
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import WaGIConfig, save_config, to_dict
+from ..losses import InversionCriterion, NonFiniteLossError
+from ..models.fusion import random_perspective, resize
+from ..models.wagi import WaGI
+from . import data as D
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .optim import build_optimizer, build_scheduler
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.pt"
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose (non-finite loss); the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("experiment.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_criterion(cfg: WaGIConfig) -> InversionCriterion:
+    lc = cfg.loss
+    lambdas = {"l2": lc.l2, "wavelet": lc.wavelet, "lpips": lc.lpips, "id": lc.id, "w_norm": lc.w_norm,
+               "delta": lc.delta_reg}
+    return InversionCriterion(
+        lambdas,
+        wavelet={"levels": lc.wavelet_cfg.levels, "band_weights": dict(lc.wavelet_cfg.band_weights),
+                 "include_ll": "LL" in lc.wavelet_cfg.band_weights},
+        lpips={"net": lc.lpips_net, "weights_path": lc.lpips_weights},
+        id={"weights_path": lc.id_weights},
+        log_subbands=True,
+    )
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                      int(np_state[3]), float(np_state[4])],
+            "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class EncoderStep(nn.Module):
+    """One ReStyle refinement step (or the single psp/e4e pass) and its loss; DDP wraps this module."""
+
+    def __init__(self, model: WaGI, criterion: InversionCriterion, loss_size: Optional[int]):
+        super().__init__()
+        self.model, self.criterion, self.loss_size = model, criterion, loss_size
+
+    def forward(self, x: torch.Tensor, w_prev: torch.Tensor, img_prev: Optional[torch.Tensor]):
+        m = self.model
+        w = w_prev + m.encoder(m.encoder_input(x, img_prev))
+        img = m.decode(w)
+        ls = self.loss_size
+        loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
+                                    latent_avg=m.latent_avg)
+        return loss, logs, w, img
+
+
+class FusionStep(nn.Module):
+    """The fusion-stage forward: frozen inversion, warped residual, aligner, fused pass, losses."""
+
+    def __init__(self, model: WaGI, criterion: InversionCriterion, loss_size: Optional[int], aligner_lambda: float,
+                 distortion_scale: float, aug_prob: float):
+        super().__init__()
+        self.model, self.criterion, self.loss_size = model, criterion, loss_size
+        self.aligner_lambda, self.distortion_scale, self.aug_prob = aligner_lambda, distortion_scale, aug_prob
+
+    def forward(self, x: torch.Tensor, seeds: List[int], train_encoder: bool = False):
+        m = self.model
+        with torch.set_grad_enabled(train_encoder):
+            w = m.encode(x)
+        with torch.no_grad() if not train_encoder else torch.enable_grad():
+            branches = m.synthesize(w)
+            base = m.compose(branches)
+        fusion = m.fusion
+        extra = {}
+        source_map = None
+        if fusion.aligner is not None:
+            delta = (x - base).detach()
+            warped = torch.stack([random_perspective(delta[i:i + 1], self.distortion_scale, self.aug_prob,
+                                                     generator=torch.Generator().manual_seed(int(s)))[0]
+                                  for i, s in enumerate(seeds)])
+            source_map = fusion.aligner(warped, base)
+            extra["aligner"] = (self.aligner_lambda, F.l1_loss(source_map, delta))
+        fuse_args = m.fusion_outputs(x, base, source_map=source_map)
+        img = m.fused_decode(w, branches, fuse_args)
+        ls = self.loss_size
+        loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
+                                    latent_avg=m.latent_avg, extra_terms=extra)
+        return loss, logs, w, img
+
+
+class Trainer:
+    """Build everything from a validated config and run ``train()``. See the module docstring."""
+
+    def __init__(self, cfg: WaGIConfig, resume: Optional[str] = None, progress: bool = True,
+                 dist_info: Optional[DistInfo] = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.experiment.device)
+        self.dist = dist_info or init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.progress = progress and self.dist.is_main
+        self.run_dir = Path(cfg.experiment.out_dir) / cfg.experiment.name
+        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        tc = cfg.train
+
+        # Build the cheap, failure-prone things first (weights files, datasets) before heavy work.
+        seed_everything(cfg.experiment.seed)
+        self.criterion = build_criterion(cfg).to(self.device)
+        self.train_set, self.test_set = D.build_datasets(cfg)
+        self.model = WaGI.from_config(cfg).to(self.device)
+        self._setup_stage()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, tc.optimizer, tc.lr, tc.betas, tc.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, tc.scheduler, tc.max_steps)
+        self.step = 0
+        self.best_val: Optional[float] = None
+
+        resume_path = self._resolve_resume(resume)
+        if resume_path is not None:
+            self._load_training_state(resume_path)
+
+        if tc.stage == "encoder":
+            self.step_module: nn.Module = EncoderStep(self.model, self.criterion, cfg.loss.loss_size)
+        else:
+            fa = cfg.fusion.aligner
+            self.step_module = FusionStep(self.model, self.criterion, cfg.loss.loss_size, cfg.loss.aligner,
+                                          fa.distortion_scale, fa.aug_prob)
+        self.ddp_module = self.step_module
+        if self.dist.enabled:
+            self.ddp_module = nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self._writer = None
+
+    # --------------------------------------------------------------------------------------- setup
+
+    def _setup_stage(self) -> None:
+        cfg, m = self.cfg, self.model
+        stage = cfg.train.stage
+        for p in m.parameters():
+            p.requires_grad_(False)
+        if stage in ("encoder", "joint"):
+            for p in m.encoder.parameters():
+                p.requires_grad_(True)
+        if stage in ("fusion", "joint"):
+            if m.fusion is None:
+                raise ValueError(f"train.stage '{stage}' needs fusion.kind 'wavelet' or 'feature'")
+            for p in m.fusion.parameters():
+                p.requires_grad_(True)
+        if cfg.train.train_generator:
+            for p in m.generator.parameters():
+                p.requires_grad_(True)
+        if stage == "fusion":
+            if not cfg.train.encoder_ckpt:
+                raise ValueError("train.stage 'fusion' needs train.encoder_ckpt (a trained encoder checkpoint)")
+            self._load_encoder(cfg.train.encoder_ckpt)
+        if stage == "encoder" and m.fusion is not None:
+            m.fusion = None  # the fusion module has no role in the encoder stage
+
+    def _load_encoder(self, path: str) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "wagi_model":
+            raise ValueError(f"train.encoder_ckpt: {path} is not a WaGI checkpoint")
+        own = self.cfg.encoder
+        theirs = ckpt["config"]["encoder"]
+        for key in ("kind", "backbone", "input_size"):
+            if theirs.get(key) != getattr(own, key):
+                raise ValueError(f"train.encoder_ckpt: encoder.{key} is {theirs.get(key)!r} in {path} "
+                                 f"but {getattr(own, key)!r} in this config")
+        enc = {k[len("encoder."):]: v.float() if v.is_floating_point() else v
+               for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+        self.model.encoder.load_state_dict(enc, strict=True)
+        self.model.latent_avg.copy_(ckpt["latent_avg"].to(self.model.latent_avg))
+
+    def _resolve_resume(self, resume: Optional[str]) -> Optional[Path]:
+        if resume is None:
+            return None
+        if resume == "auto":
+            p = self.ckpt_dir / LATEST
+            return p if p.exists() else None
+        p = Path(resume)
+        if not p.exists():
+            raise FileNotFoundError(f"--resume: {resume} does not exist")
+        return p
+
+    # --------------------------------------------------------------------------------- checkpoints
+
+    def training_state(self) -> Dict[str, Any]:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size}
+
+    def save(self, tag: Optional[str] = None) -> Optional[Path]:
+        """Atomically write ``step_XXXXXXX.pt`` and ``latest.pt`` (main process only)."""
+        if not self.dist.is_main:
+            return None
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = self.model.checkpoint_dict(training=self.training_state())
+        name = f"{tag}.pt" if tag else f"step_{self.step:07d}.pt"
+        path = self.ckpt_dir / name
+        save_checkpoint(ckpt, path)
+        save_checkpoint(ckpt, self.ckpt_dir / LATEST)
+        keep = self.cfg.train.keep_checkpoints
+        olds = sorted(self.ckpt_dir.glob("step_*.pt"))
+        for old in olds[:-keep] if keep > 0 else []:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _load_training_state(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "wagi_model" or "training" not in ckpt:
+            raise ValueError(f"--resume: {path} is not a WaGI training checkpoint")
+        if ckpt["config"].get("train", {}).get("stage") != self.cfg.train.stage:
+            raise ValueError(f"--resume: {path} is from stage {ckpt['config']['train']['stage']!r}, "
+                             f"this run is stage {self.cfg.train.stage!r}")
+        state = ckpt["state_dict"]
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise ValueError(f"--resume: {path} does not match this model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        self.model.load_state_dict(state, strict=True)
+        tr = ckpt["training"]
+        self.optimizer.load_state_dict(tr["optimizer"])
+        self.scheduler.load_state_dict(tr["scheduler"])
+        self.step = int(tr["step"])
+        self.best_val = tr.get("best_val")
+        _set_rng_state(tr["rng"])
+        if self.dist.is_main:
+            print(f"resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------------------------- logging
+
+    @property
+    def writer(self):
+        if self._writer is None and self.dist.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is optional at run time; metrics.jsonl is always written
+                self._writer = False
+        return self._writer or None
+
+    def log(self, kind: str, values: Dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        rec = {"kind": kind, "step": self.step, "time": time.time(), **values}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{kind}/{k}", v, self.step)
+
+    def log_images(self, x: torch.Tensor, img: torch.Tensor) -> None:
+        if not self.dist.is_main:
+            return
+        from torchvision.utils import make_grid, save_image
+
+        n = min(4, x.shape[0])
+        x, img = x[:n].detach().float().cpu(), resize(img[:n].detach().float().cpu(), x.shape[-1])
+        hf = wv.high_bands(wv.dwt(img - x)).abs().sum(1, keepdim=True)  # where the HF error sits
+        hf = F.interpolate(hf / hf.amax().clamp_min(1e-8) * 2 - 1, scale_factor=2.0, mode="nearest").expand(-1, 3, -1, -1)
+        grid = make_grid(torch.cat([x, img, hf]), nrow=n, value_range=(-1, 1), normalize=True)
+        out = self.run_dir / "images"
+        out.mkdir(exist_ok=True)
+        save_image(grid, out / f"step_{self.step:07d}.png")
+        if self.writer is not None:
+            self.writer.add_image("train/input|recon|hf_error", grid, self.step)
+
+    # ------------------------------------------------------------------------------------ training
+
+    def _autocast(self):
+        enabled = self.cfg.train.amp == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, x: torch.Tensor) -> Dict[str, float]:
+        cfg, m = self.cfg, self.model
+        x = x.to(self.device, non_blocking=True)
+        seeds = D.sample_seeds(cfg.experiment.seed, self.step, x.shape[0], self.dist.rank, self.dist.world_size)
+        if cfg.data.hflip:
+            flips = torch.tensor([random.Random(s).random() < 0.5 for s in seeds], device=x.device)
+            x = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
+        self.optimizer.zero_grad(set_to_none=True)
+        logs: Dict[str, float] = {}
+        try:
+            if cfg.train.stage == "encoder":
+                n_iters = m.n_iters
+                w = m.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
+                img = None
+                for it in range(n_iters):
+                    sync = it == n_iters - 1 or not self.dist.enabled
+                    ctx = self.ddp_module.no_sync() if not sync else _null()
+                    with ctx:
+                        with self._autocast():
+                            loss, logs, w, img = self.ddp_module(x, w, img)
+                        loss.backward()
+                    w, img = w.detach(), img.detach()
+            else:
+                with self._autocast():
+                    loss, logs, _, img = self.ddp_module(x, seeds, cfg.train.stage == "joint")
+                loss.backward()
+        except NonFiniteLossError as e:
+            raise TrainingStopped(f"non-finite loss term '{e.term}' ({e.value}) at step {self.step}; "
+                                  f"stopping. The last good checkpoint is kept in {self.ckpt_dir}") from None
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self._last_batch = (x, img)
+        return logs
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Per-sub-band L2 (1 level) and MSE of the test set, never dropping the last batch."""
+        if self.test_set is None:
+            return {}
+        loader = D.test_loader(self.test_set, self.cfg.train.batch_size, 0)
+        m = self.model.eval()
+        sums: Dict[str, float] = {}
+        count = 0
+        for i, x in enumerate(loader):
+            if self.cfg.train.val_batches is not None and i >= self.cfg.train.val_batches:
+                break
+            x = x.to(self.device)
+            with self._autocast():
+                recon, _, _ = m.invert(x)
+            recon = recon.float()
+            xs = resize(x, recon.shape[-1])
+            bands = wv.subband_mse(recon, xs, reduce_batch=False)
+            bands["mse"] = (recon - xs).pow(2).mean(dim=(1, 2, 3))
+            for k, v in bands.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+            count += x.shape[0]
+        m.train()
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    def train(self) -> Dict[str, float]:
+        cfg, tc = self.cfg, self.cfg.train
+        sampler = D.StepBatchSampler(len(self.train_set), tc.batch_size, cfg.experiment.seed, self.dist.rank,
+                                     self.dist.world_size, start_step=self.step)
+        loader = D.train_loader(self.train_set, sampler, cfg.data.workers)
+        self.model.train()
+        if self.model.generator is not None and not tc.train_generator:
+            self.model.generator.eval()
+        it = iter(loader)
+        pbar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            pbar = tqdm(total=tc.max_steps, initial=self.step, desc=f"{cfg.experiment.name} [{tc.stage}]",
+                        dynamic_ncols=True, file=sys.stderr)
+        last_logs: Dict[str, float] = {}
+        t0 = time.time()
+        while self.step < tc.max_steps:
+            x = next(it)
+            logs = self.train_step(x)
+            last_logs = logs
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{logs.get('total', float('nan')):.4f}")
+            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                vals = {k: float(all_reduce_mean(torch.tensor(v, device=self.device), self.dist)) for k, v in logs.items()}
+                vals["lr"] = self.optimizer.param_groups[0]["lr"]
+                vals["steps_per_s"] = tc.log_every / max(time.time() - t0, 1e-9)
+                t0 = time.time()
+                self.log("train", vals)
+            if self.step % tc.image_every == 0:
+                self.log_images(*self._last_batch)
+            if self.step % tc.val_every == 0 or self.step == tc.max_steps:
+                if self.dist.is_main:
+                    val = self.validate()
+                    if val:
+                        self.log("val", val)
+                        if pbar is not None:
+                            pbar.write(f"step {self.step}: val mse {val['mse']:.5f} "
+                                       + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
+                barrier(self.dist)
+            if self.step % tc.save_every == 0 or self.step == tc.max_steps:
+                self.save()
+                barrier(self.dist)
+        if pbar is not None:
+            pbar.close()
+        if self._writer:
+            self._writer.flush()
+        return last_logs
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
