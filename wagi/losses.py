@@ -1,0 +1,682 @@
+"""Loss terms of WaGI inversion training and the criterion that combines them.
+
+Every image term takes ``x_hat`` (the reconstruction) and ``x`` (the target), both ``(N, C, H, W)`` in
+[-1, 1] with equal shapes, and returns a scalar averaged over the batch. Latent terms take ``w``, the
+W+ code ``(N, n_latent, D)``.
+
+=================  ==========================================================================
+term               value
+=================  ==========================================================================
+``L2Loss``         mean((x_hat - x)^2)                             (pSp's ``MSELoss``)
+``WaveletLoss``    sum_levels sum_bands w * mean((W_b x_hat - W_b x)^2), orthonormal Haar
+``LPIPSLoss``      batch mean of LPIPS (``lpips`` package, AlexNet/VGG/SqueezeNet trunk)
+``IDLoss``         mean(1 - cos(f(x_hat), f(x))), f = IR-SE50 ArcFace on the face crop
+``WNormLoss``      batch mean of ||w - latent_avg||_2 over (n_latent, D)            (pSp)
+``DeltaRegularizer`` sum_i batch mean of ||w_i - w_0||_2                           (e4e)
+=================  ==========================================================================
+
+:class:`InversionCriterion` builds the terms whose weight (lambda) is positive, so a configuration
+that does not use LPIPS or the ID loss never needs their pretrained weights, and returns the
+weighted total with a dict of float logs. A non-finite term raises :class:`NonFiniteLossError`
+naming the term.
+
+The frozen networks (LPIPS trunk, ArcFace backbone) stay in eval mode whatever ``.train()`` is
+called on a parent, never receive gradients, and follow the device and dtype of their inputs.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from wagi.wavelets import BANDS, HIGH_BANDS, dwt_multilevel
+
+# Keys of the YAML config (``wagi.config.LossConfig``) named in error messages.
+LPIPS_WEIGHTS_KEY = "loss.lpips_weights"
+ID_WEIGHTS_KEY = "loss.id_weights"
+LAMBDA_KEYS: Dict[str, str] = {"l2": "loss.l2", "wavelet": "loss.wavelet", "lpips": "loss.lpips", "id": "loss.id",
+                               "w_norm": "loss.w_norm", "delta": "loss.delta_reg"}
+
+ID_WEIGHTS_FILE = "model_ir_se50.pth"
+ID_WEIGHTS_SUGGESTED_PATH = "pretrained/model_ir_se50.pth"
+ID_FACE_SIZE = 256  # ID_CROP is given in the pixel grid of a 256x256 image
+ID_CROP = (35, 223, 32, 220)  # rows, cols of the face region of a 256² FFHQ-aligned image
+ID_INPUT_SIZE = 112  # input size of the IR-SE50 ArcFace head (its Linear expects 512 x 7 x 7)
+
+DEFAULT_BAND_WEIGHTS: Dict[str, float] = {"LH": 1.0, "HL": 1.0, "HH": 1.0}
+REDUCTIONS = ("mean", "sum")
+
+PathLike = Union[str, os.PathLike]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term evaluated to NaN or +-inf. ``term`` names it; the trainer adds ``step``."""
+
+    def __init__(self, term: str, value: float, step: Optional[int] = None):
+        self.term = term
+        self.value = value
+        self.step = step
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(f"loss term '{term}' is not finite ({value}){where}")
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_pair(x_hat: torch.Tensor, x: torch.Tensor, who: str) -> None:
+    if x_hat.dim() != 4:
+        raise ValueError(f"{who} expects (N, C, H, W) images, got shape {tuple(x_hat.shape)}")
+    if x_hat.shape != x.shape:
+        raise ValueError(f"{who} needs x_hat and x of equal shape, got {tuple(x_hat.shape)} and {tuple(x.shape)}")
+
+
+def resize_square(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    """Resize ``(N, C, H, W)`` to ``(N, C, size, size)``; ``None`` or an equal size is a no-op.
+
+    Shrinking uses adaptive average pooling (pSp's ``face_pool``: an exact 2x2 mean for 512 -> 256),
+    enlarging uses bilinear interpolation.
+    """
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    if x.shape[-2] >= size and x.shape[-1] >= size:
+        return F.adaptive_avg_pool2d(x, (size, size))
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _common_dtype(x_hat: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.promote_types(x_hat.dtype, x.dtype)
+    return x_hat.to(dtype), x.to(dtype)
+
+
+def _follow(module: nn.Module, like: torch.Tensor) -> None:
+    """Move a frozen network to the device and dtype of ``like`` if it is not there yet."""
+    p = next(module.parameters(), None)
+    if p is not None and (p.device != like.device or p.dtype != like.dtype):
+        module.to(device=like.device, dtype=like.dtype)
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _check_size_arg(value: Optional[int], name: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel and wavelet losses
+
+
+class L2Loss(nn.Module):
+    """Pixel MSE ``mean((x_hat - x)^2)`` over all elements: the ``torch.nn.MSELoss`` of pSp / ReStyle.
+
+    ``resize_to`` resizes both images to ``resize_to²`` first (see :func:`resize_square`).
+    """
+
+    def __init__(self, resize_to: Optional[int] = None):
+        super().__init__()
+        _check_size_arg(resize_to, "L2Loss resize_to")
+        self.resize_to = resize_to
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _check_pair(x_hat, x, "L2Loss")
+        return F.mse_loss(resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to))
+
+
+class WaveletLoss(nn.Module):
+    r"""Weighted squared error of Haar sub-bands: the wavelet loss of WaGI.
+
+    ``L_wav = sum_{j=1..levels} level_weights[j-1] * sum_{b in band_weights} band_weights[b] * R((W_b^j x_hat - W_b^j x)^2)``
+
+    where ``W_b^j`` is sub-band ``b`` (LH, HL, HH) of level ``j`` (1 = finest) of
+    :func:`wagi.wavelets.dwt_multilevel`, and ``R`` is the mean over all ``N*C*h*w`` coefficients of
+    the band (``reduction='mean'``) or their sum (``'sum'``). With ``include_ll=True`` the coarsest LL
+    band is added too, with weight ``band_weights.get('LL', 1) * level_weights[-1]``. Input
+    ``(N, C, H, W)`` with H, W divisible by ``2**levels`` (after ``resize_to``); output a scalar.
+
+    Relation to pixel MSE. The Haar DWT is orthonormal, so for the error ``e = x_hat - x``
+    ``||e||^2 = ||e_LL||^2 + ||e_LH||^2 + ||e_HL||^2 + ||e_HH||^2`` (Parseval): with ``'sum'``
+    reduction pixel L2 is the equally weighted sum of the four band terms. With ``'mean'`` reduction
+    each band of level 1 has a quarter of the pixels, so
+
+        ``MSE_pixel = 1/4 * (MSE_LL + MSE_LH + MSE_HL + MSE_HH)``
+
+    and a band of level ``j`` carries weight ``4**-j``. Hence
+    ``L2 + lambda * L_wav`` (1 level, default weights) weights each high-frequency band by
+    ``1/4 + lambda`` and LL by ``1/4``: ``lambda = 1`` makes the HF bands 5x their plain-L2 weight.
+    """
+
+    def __init__(
+        self,
+        levels: int = 1,
+        band_weights: Optional[Mapping[str, float]] = None,
+        level_weights: Optional[Sequence[float]] = None,
+        include_ll: bool = False,
+        reduction: str = "mean",
+        resize_to: Optional[int] = None,
+    ):
+        super().__init__()
+        if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
+            raise ValueError(f"WaveletLoss levels must be an int >= 1, got {levels!r}")
+        band_weights = dict(DEFAULT_BAND_WEIGHTS if band_weights is None else band_weights)
+        unknown = [b for b in band_weights if b not in BANDS]
+        if unknown:
+            raise ValueError(f"WaveletLoss band_weights has unknown bands {unknown}; valid: {list(BANDS)}")
+        if "LL" in band_weights and not include_ll:
+            raise ValueError("WaveletLoss band_weights has 'LL' but include_ll=False; set include_ll=True to use it")
+        if include_ll:
+            band_weights.setdefault("LL", 1.0)
+        for b, v in band_weights.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"WaveletLoss band weight '{b}' must be a finite number >= 0, got {v!r}")
+        if not any(v > 0 for v in band_weights.values()):
+            raise ValueError(f"WaveletLoss has no band with a positive weight: {band_weights}")
+        if level_weights is None:
+            level_weights = [1.0] * levels
+        level_weights = [float(v) for v in level_weights]
+        if len(level_weights) != levels:
+            raise ValueError(f"WaveletLoss level_weights needs {levels} entries (finest first), got {len(level_weights)}")
+        if any(not math.isfinite(v) or v < 0 for v in level_weights):
+            raise ValueError(f"WaveletLoss level_weights must be finite and >= 0, got {level_weights}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"WaveletLoss reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        _check_size_arg(resize_to, "WaveletLoss resize_to")
+        if resize_to is not None and resize_to % (2 ** levels):
+            raise ValueError(f"WaveletLoss resize_to={resize_to} is not divisible by 2**levels = {2 ** levels}")
+        self.levels = levels
+        self.band_weights = band_weights
+        self.level_weights = level_weights
+        self.include_ll = include_ll
+        self.reduction = reduction
+        self.resize_to = resize_to
+
+    def extra_repr(self) -> str:
+        return (f"levels={self.levels}, band_weights={self.band_weights}, level_weights={self.level_weights}, "
+                f"include_ll={self.include_ll}, reduction={self.reduction!r}, resize_to={self.resize_to}")
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        sq = t.pow(2)
+        return sq.mean() if self.reduction == "mean" else sq.sum()
+
+    def _error(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _check_pair(x_hat, x, "WaveletLoss")
+        x_hat, x = resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to)
+        h, w = x.shape[-2:]
+        m = 2 ** self.levels
+        if h % m or w % m:
+            raise ValueError(
+                f"WaveletLoss(levels={self.levels}) needs H and W divisible by {m}, got {h}x{w}; "
+                "lower the levels or set resize_to"
+            )
+        return x_hat - x
+
+    def _band_terms(self, e: torch.Tensor) -> Dict[str, torch.Tensor]:
+        # The DWT is linear, so DWT(x_hat) - DWT(x) == DWT(x_hat - x): one transform instead of two.
+        ll, highs = dwt_multilevel(e, self.levels)
+        terms: Dict[str, torch.Tensor] = {}
+        for j, hi in enumerate(highs, start=1):
+            for name, band in zip(HIGH_BANDS, hi.chunk(3, dim=1)):
+                terms[f"{name}{j}"] = self._reduce(band)
+        terms["LL"] = self._reduce(ll)
+        return terms
+
+    def _combine(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for j in range(1, self.levels + 1):
+            lw = self.level_weights[j - 1]
+            for name in HIGH_BANDS:
+                bw = self.band_weights.get(name, 0.0)
+                if bw and lw:
+                    v = (bw * lw) * terms[f"{name}{j}"]
+                    total = v if total is None else total + v
+        if self.include_ll:
+            v = (self.band_weights["LL"] * self.level_weights[-1]) * terms["LL"]
+            total = v if total is None else total + v
+        if total is None:  # every positive band weight met a zero level weight
+            total = terms["LL"] * 0.0
+        return total
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self._combine(self._band_terms(self._error(x_hat, x)))
+
+    def per_band(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Unweighted reduced squared error of every band, for logging.
+
+        Keys ``'LH1', 'HL1', 'HH1', ..., 'LH<levels>', ..., 'LL'`` (level 1 finest; ``'LL'`` the
+        coarsest), values scalar tensors: the same naming as :func:`wagi.wavelets.subband_mse`.
+        """
+        return self._band_terms(self._error(x_hat, x))
+
+    def forward_with_bands(self, x_hat: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``(forward(x_hat, x), per_band(x_hat, x))`` from a single transform."""
+        terms = self._band_terms(self._error(x_hat, x))
+        return self._combine(terms), terms
+
+
+# --------------------------------------------------------------------------------------------------
+# LPIPS
+
+
+def _tv_weights(net: str):
+    from torchvision import models as tv
+
+    return {
+        "alex": tv.AlexNet_Weights.IMAGENET1K_V1,
+        "vgg": tv.VGG16_Weights.IMAGENET1K_V1,
+        "squeeze": tv.SqueezeNet1_1_Weights.IMAGENET1K_V1,
+    }[net]
+
+
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+
+
+def lpips_trunk_file(net: str) -> str:
+    """File name of the torchvision ImageNet weights the LPIPS trunk ``net`` uses (as in the hub cache)."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"LPIPS net must be one of {LPIPS_NETS}, got {net!r}")
+    return os.path.basename(_tv_weights(net).url)
+
+
+def lpips_trunk_dir() -> str:
+    """``$TORCH_HOME/hub/checkpoints``: where torchvision caches downloaded weights."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+def resolve_lpips_trunk_path(net: str, weights_path: Optional[PathLike] = None) -> str:
+    """Path of the trunk weights: ``weights_path`` if given, else the torch hub cache file.
+
+    Raises ``FileNotFoundError`` naming the file, the directory and the config key when it is missing.
+    """
+    fname = lpips_trunk_file(net)
+    if weights_path is not None:
+        path = os.fspath(weights_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"LPIPS ({net}) trunk weights not found at {LPIPS_WEIGHTS_KEY}='{path}': it should be torchvision's "
+                f"'{fname}' ({_tv_weights(net).url})"
+            )
+        return path
+    directory = lpips_trunk_dir()
+    path = os.path.join(directory, fname)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"LPIPS ({net}) needs torchvision's ImageNet weights '{fname}' in '{directory}' (from "
+            f"{_tv_weights(net).url}); put the file there or set {LPIPS_WEIGHTS_KEY} to its path "
+            f"(or set {LAMBDA_KEYS['lpips']} to 0)"
+        )
+    return path
+
+
+def _trunk_state_dict(trunk: nn.Module, tv_state: Mapping[str, torch.Tensor], path: str) -> Dict[str, torch.Tensor]:
+    """Map a torchvision ``features.<i>.<p>`` state_dict onto lpips' ``slice<k>.<i>.<p>`` trunk.
+
+    lpips splits ``torchvision.<net>().features`` into slices but keeps each layer's index ``i`` as
+    its name inside the slice, so ``slice<k>.<i>.<p>`` is ``features.<i>.<p>``. The classifier keys
+    of the file are not part of the trunk and are ignored; any unused ``features.*`` key means the
+    file belongs to another architecture and is an error.
+    """
+    mapped: Dict[str, torch.Tensor] = {}
+    missing = []
+    for key in trunk.state_dict():
+        _, rest = key.split(".", 1)  # drop "slice<k>"
+        src = f"features.{rest}"
+        if src not in tv_state:
+            missing.append(src)
+        else:
+            mapped[key] = tv_state[src]
+    used = {f"features.{k.split('.', 1)[1]}" for k in mapped}
+    unused = sorted(k for k in tv_state if k.startswith("features.") and k not in used)
+    if missing or unused:
+        raise ValueError(
+            f"'{path}' does not match the LPIPS trunk: missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected {unused[:4]}{'...' if len(unused) > 4 else ''}"
+        )
+    return mapped
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS distance (``lpips`` package, v0.1) averaged over the batch.
+
+    Input ``x_hat``, ``x``: ``(N, 3, H, W)`` in [-1, 1]; both are resized to ``resize_to²`` first
+    (``None`` keeps the size). Output: scalar, the mean over the batch of the per-image LPIPS.
+
+    The linear calibration layers ship inside the ``lpips`` package. The trunk (torchvision AlexNet,
+    VGG16 or SqueezeNet1.1 ImageNet weights) is never downloaded: it is read from ``weights_path``
+    or from the torch hub cache ``$TORCH_HOME/hub/checkpoints/<file>`` (file names from
+    :func:`lpips_trunk_file`, e.g. ``alexnet-owt-7be5be79.pth``); when neither exists the
+    constructor raises ``FileNotFoundError`` before building anything.
+    """
+
+    def __init__(self, net: str = "alex", weights_path: Optional[PathLike] = None, resize_to: Optional[int] = 256):
+        super().__init__()
+        _check_size_arg(resize_to, "LPIPSLoss resize_to")
+        path = resolve_lpips_trunk_path(net, weights_path)
+        tv_state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(tv_state, Mapping):
+            raise ValueError(f"'{path}' is not a state_dict (got {type(tv_state).__name__})")
+
+        import lpips
+
+        with warnings.catch_warnings():
+            # lpips 0.1.4 still passes torchvision's deprecated `pretrained=` flag; pnet_rand=True means
+            # weights=None here, and the trunk is loaded below.
+            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*deprecated", category=UserWarning)
+            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        model.net.load_state_dict(_trunk_state_dict(model.net, tv_state, path), strict=True)
+        self.model = _freeze(model)
+        self.net_name = net
+        self.weights_path = path
+        self.resize_to = resize_to
+
+    def train(self, mode: bool = True) -> "LPIPSLoss":
+        super().train(mode)
+        self.model.eval()  # a frozen metric: dropout in lpips' linear layers must stay off
+        return self
+
+    def extra_repr(self) -> str:
+        return f"net={self.net_name!r}, weights_path={self.weights_path!r}, resize_to={self.resize_to}"
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        _check_pair(x_hat, x, "LPIPSLoss")
+        if x_hat.shape[1] != 3:
+            raise ValueError(f"LPIPSLoss expects RGB images (N, 3, H, W), got {tuple(x_hat.shape)}")
+        x_hat, x = _common_dtype(x_hat, x)
+        _follow(self.model, x_hat)
+        x_hat, x = resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to)
+        return self.model(x_hat, x).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# identity loss
+
+
+def _missing_id_weights(path: Optional[PathLike]) -> FileNotFoundError:
+    where = f"not found at '{os.fspath(path)}'" if path is not None else "no path given"
+    return FileNotFoundError(
+        f"the ID loss needs the IR-SE50 ArcFace weights '{ID_WEIGHTS_FILE}' (pSp's pretrained_models file), {where}; "
+        f"put it e.g. at {ID_WEIGHTS_SUGGESTED_PATH} and set {ID_WEIGHTS_KEY} to its path "
+        f"(or set {LAMBDA_KEYS['id']} to 0)"
+    )
+
+
+def build_id_backbone(weights_path: Optional[PathLike]) -> nn.Module:
+    """The IR-SE50 ArcFace network of ``wagi.models.backbones`` loaded strictly from ``model_ir_se50.pth``.
+
+    The file is checked before the (large) network is built or its module imported.
+    """
+    if weights_path is None or not os.path.isfile(os.fspath(weights_path)):
+        raise _missing_id_weights(weights_path)
+    from wagi.models.backbones import IRSEBackboneArcFace
+
+    return IRSEBackboneArcFace.from_pretrained(weights_path, input_size=ID_INPUT_SIZE)
+
+
+class IDLoss(nn.Module):
+    """Identity loss ``mean_n(1 - cos(f(x_hat_n), f(x_n)))`` with a frozen ArcFace embedding ``f``.
+
+    ``f``: pool the image to ``ID_FACE_SIZE²`` (256) if it has another size, crop ``ID_CROP`` (the face
+    region of an FFHQ-aligned 256² image), average-pool to ``ID_INPUT_SIZE²`` (112), run the backbone
+    and L2-normalise its ``(N, 512)`` output. Input ``(N, 3, H, W)`` in [-1, 1], any N >= 1; output a
+    scalar, or ``(loss, similarity)`` with the per-sample cosine similarity ``(N,)`` when
+    ``return_similarity=True``. The target embedding ``f(x)`` is a constant (no gradient).
+
+    ``backbone`` injects any module mapping ``(N, 3, 112, 112)`` to ``(N, D)``; otherwise the IR-SE50
+    backbone is loaded from ``weights_path`` (``model_ir_se50.pth``) by :func:`build_id_backbone`.
+    """
+
+    def __init__(self, weights_path: Optional[PathLike] = None, backbone: Optional[nn.Module] = None):
+        super().__init__()
+        if backbone is None:
+            backbone = build_id_backbone(weights_path)
+        self.backbone = _freeze(backbone)
+        self.weights_path = None if weights_path is None else os.fspath(weights_path)
+
+    def train(self, mode: bool = True) -> "IDLoss":
+        super().train(mode)
+        self.backbone.eval()  # BatchNorm statistics and dropout of the frozen ArcFace must not change
+        return self
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised embedding ``(N, D)`` of images ``(N, 3, H, W)``."""
+        x = resize_square(x, ID_FACE_SIZE)
+        top, bottom, left, right = ID_CROP
+        x = F.adaptive_avg_pool2d(x[:, :, top:bottom, left:right], (ID_INPUT_SIZE, ID_INPUT_SIZE))
+        feats = self.backbone(x)
+        if feats.dim() != 2:
+            raise ValueError(f"the ID backbone must return (N, D) embeddings, got shape {tuple(feats.shape)}")
+        return F.normalize(feats, dim=1)
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, return_similarity: bool = False):
+        _check_pair(x_hat, x, "IDLoss")
+        x_hat, x = _common_dtype(x_hat, x)
+        _follow(self.backbone, x_hat)
+        with torch.no_grad():
+            target = self.embed(x)
+        sim = (self.embed(x_hat) * target).sum(dim=1)
+        loss = (1.0 - sim).mean()
+        return (loss, sim) if return_similarity else loss
+
+
+# --------------------------------------------------------------------------------------------------
+# latent regularisers
+
+
+def _check_w(w: torch.Tensor, who: str) -> None:
+    if w.dim() != 3:
+        raise ValueError(f"{who} expects W+ codes (N, n_latent, D), got shape {tuple(w.shape)}")
+
+
+class WNormLoss(nn.Module):
+    """pSp's W-norm: ``mean_n ||w_n - latent_avg||_2`` with the norm over ``(n_latent, D)``.
+
+    ``w``: ``(N, n_latent, D)``; ``latent_avg``: ``(D,)``, ``(n_latent, D)`` or ``(1, n_latent, D)``.
+    With ``start_from_latent_avg=False`` the norm of ``w`` itself is taken. Output: scalar.
+    """
+
+    def __init__(self, start_from_latent_avg: bool = True):
+        super().__init__()
+        self.start_from_latent_avg = start_from_latent_avg
+
+    def forward(self, w: torch.Tensor, latent_avg: Optional[torch.Tensor] = None) -> torch.Tensor:
+        _check_w(w, "WNormLoss")
+        if self.start_from_latent_avg:
+            if latent_avg is None:
+                raise ValueError("WNormLoss(start_from_latent_avg=True) needs latent_avg")
+            if latent_avg.shape[-1] != w.shape[-1] or latent_avg.dim() > 3:
+                raise ValueError(f"WNormLoss latent_avg of shape {tuple(latent_avg.shape)} does not fit w {tuple(w.shape)}")
+            w = w - latent_avg
+        return torch.linalg.vector_norm(w, ord=2, dim=(1, 2)).mean()
+
+
+class DeltaRegularizer(nn.Module):
+    """e4e's delta regulariser: ``sum_{i=1..k} mean_n ||w_{n,i} - w_{n,0}||_2`` (norm over D).
+
+    ``w``: ``(N, n_latent, D)``; ``k = n_latent - 1`` unless ``n_active`` (e4e's progressive stage:
+    how many deltas are trained so far) is given. Output: scalar.
+    """
+
+    def forward(self, w: torch.Tensor, n_active: Optional[int] = None) -> torch.Tensor:
+        _check_w(w, "DeltaRegularizer")
+        k = w.shape[1] - 1 if n_active is None else n_active
+        if not 0 <= k <= w.shape[1] - 1:
+            raise ValueError(f"DeltaRegularizer n_active must be in [0, {w.shape[1] - 1}], got {n_active}")
+        deltas = w[:, 1:k + 1] - w[:, :1]
+        return torch.linalg.vector_norm(deltas, ord=2, dim=2).mean(dim=0).sum()
+
+
+# --------------------------------------------------------------------------------------------------
+# criterion
+
+
+TERMS = ("l2", "wavelet", "lpips", "id", "w_norm", "delta")
+_LATENT_TERMS = ("w_norm", "delta")
+_CONFIG_KEYS = ("lambdas", "wavelet", "lpips", "id", "w_norm", "l2", "log_subbands", "check_finite")
+
+
+def _options(name: str, cls, opts: Optional[Mapping]) -> dict:
+    """Validate ``opts`` against ``cls.__init__``'s keyword arguments; one line naming a bad key."""
+    opts = dict(opts or {})
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in params if p != "self"]
+    unknown = [k for k in opts if k not in allowed]
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in the {name} loss options; valid: {allowed}")
+    return opts
+
+
+class InversionCriterion(nn.Module):
+    """Weighted sum of the inversion loss terms.
+
+    ``total = sum_t lambdas[t] * L_t + sum_e lambda_e * L_e`` over the built terms ``t`` of
+    ``TERMS = ('l2', 'wavelet', 'lpips', 'id', 'w_norm', 'delta')`` and the trainer's ``extra_terms``.
+    Only terms with ``lambdas[t] > 0`` are built (a missing lambda is 0), so LPIPS / ArcFace weights
+    are needed only when their lambda is positive.
+
+    Args:
+        lambdas: ``{term: weight >= 0}``.
+        wavelet, lpips, id, w_norm, l2: keyword options of :class:`WaveletLoss`, :class:`LPIPSLoss`,
+            :class:`IDLoss` (e.g. ``weights_path``, or ``backbone`` to inject a module),
+            :class:`WNormLoss`, :class:`L2Loss`.
+        log_subbands: also log the unweighted per-band wavelet terms (``'wavelet/LH1'``, ...).
+        check_finite: raise :class:`NonFiniteLossError` from ``forward`` when a term is NaN/inf.
+
+    ``forward`` returns ``(total, logs)``: ``total`` a scalar tensor with gradient, ``logs`` a dict of
+    floats: ``<term>`` (unweighted), ``<term>_weighted``, ``'total'``, and ``'id_similarity'`` (mean
+    cosine) when the ID term is built.
+    """
+
+    def __init__(
+        self,
+        lambdas: Mapping[str, float],
+        wavelet: Optional[Mapping] = None,
+        lpips: Optional[Mapping] = None,
+        id: Optional[Mapping] = None,
+        w_norm: Optional[Mapping] = None,
+        l2: Optional[Mapping] = None,
+        log_subbands: bool = False,
+        check_finite: bool = True,
+    ):
+        super().__init__()
+        lambdas = dict(lambdas)
+        unknown = [k for k in lambdas if k not in TERMS]
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown} in lambdas; valid: {list(TERMS)}")
+        for k, v in lambdas.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"the weight of loss term '{k}' ({LAMBDA_KEYS[k]}) must be a finite number >= 0, got {v!r}")
+        self.lambdas = {t: float(lambdas.get(t, 0.0)) for t in TERMS}
+        if not any(self.lambdas.values()):
+            raise ValueError(f"no loss term has a positive weight ({', '.join(LAMBDA_KEYS.values())}): nothing to optimise")
+        self.log_subbands = log_subbands
+        self.check_finite_values = check_finite
+
+        # Options are validated even for unused terms, so a typo never waits for the day a lambda turns on.
+        opts = {
+            "l2": _options("l2", L2Loss, l2),
+            "wavelet": _options("wavelet", WaveletLoss, wavelet),
+            "lpips": _options("lpips", LPIPSLoss, lpips),
+            "id": _options("id", IDLoss, id),
+            "w_norm": _options("w_norm", WNormLoss, w_norm),
+            "delta": {},
+        }
+        classes = {"l2": L2Loss, "wavelet": WaveletLoss, "lpips": LPIPSLoss, "id": IDLoss,
+                   "w_norm": WNormLoss, "delta": DeltaRegularizer}
+        self.terms = nn.ModuleDict({t: classes[t](**opts[t]) for t in TERMS if self.lambdas[t] > 0})
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "InversionCriterion":
+        """Build from a plain dict: ``{'lambdas': {...}, 'wavelet': {...}, 'lpips': {...}, 'id': {...}, ...}``."""
+        unknown = [k for k in cfg if k not in _CONFIG_KEYS]
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in loss config; valid: {list(_CONFIG_KEYS)}")
+        if "lambdas" not in cfg:
+            raise ValueError("loss config needs 'lambdas' ({term: weight})")
+        return cls(**dict(cfg))
+
+    @property
+    def active_terms(self) -> Tuple[str, ...]:
+        return tuple(self.terms.keys())
+
+    @staticmethod
+    def check_finite(values: Mapping[str, Union[float, torch.Tensor]]) -> None:
+        """Raise :class:`NonFiniteLossError` for the first NaN/inf value, naming its term."""
+        for name, v in values.items():
+            v = float(v)
+            if not math.isfinite(v):
+                raise NonFiniteLossError(name, v)
+
+    def forward(
+        self,
+        x_hat: torch.Tensor,
+        x: torch.Tensor,
+        w_plus: Optional[torch.Tensor] = None,
+        latent_avg: Optional[torch.Tensor] = None,
+        extra_terms: Optional[Mapping[str, Tuple[float, torch.Tensor]]] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """``extra_terms``: ``{name: (lambda, scalar tensor)}`` added to the total (e.g. an aligner L1)."""
+        values: Dict[str, torch.Tensor] = {}
+        weights: Dict[str, float] = {}
+        side: Dict[str, torch.Tensor] = {}
+        for t, module in self.terms.items():
+            if t in _LATENT_TERMS and w_plus is None:
+                raise ValueError(f"loss term '{t}' has a positive lambda but forward got no w_plus")
+            if t == "l2":
+                v = module(x_hat, x)
+            elif t == "wavelet":
+                if self.log_subbands:
+                    v, bands = module.forward_with_bands(x_hat, x)
+                    side.update({f"wavelet/{b}": bv.detach() for b, bv in bands.items()})
+                else:
+                    v = module(x_hat, x)
+            elif t == "lpips":
+                v = module(x_hat, x)
+            elif t == "id":
+                v, sim = module(x_hat, x, return_similarity=True)
+                side["id_similarity"] = sim.detach().mean()
+            elif t == "w_norm":
+                v = module(w_plus, latent_avg)
+            else:
+                v = module(w_plus)
+            values[t], weights[t] = v, self.lambdas[t]
+        for name, item in (extra_terms or {}).items():
+            if name in values or name == "total":
+                raise ValueError(f"extra loss term '{name}' clashes with a built-in term")
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise ValueError(f"extra loss term '{name}' must be (lambda, tensor), got {type(item).__name__}")
+            lam, v = item
+            if torch.is_tensor(v) and v.numel() != 1:
+                raise ValueError(f"extra loss term '{name}' must be a scalar, got shape {tuple(v.shape)}")
+            values[name], weights[name] = v, float(lam)
+
+        total = None
+        for name, v in values.items():
+            wv = weights[name] * v
+            total = wv if total is None else total + wv
+
+        # One device-to-host transfer for every logged number.
+        names = list(values) + ["total"] + list(side)
+        log_dtype = torch.promote_types(total.dtype, torch.float32)
+        stacked = torch.stack([torch.as_tensor(v).detach().reshape(()).to(total.device, log_dtype)
+                               for v in list(values.values()) + [total] + list(side.values())])
+        floats = dict(zip(names, stacked.tolist()))
+        if self.check_finite_values:
+            self.check_finite({n: floats[n] for n in list(values) + ["total"]})
+        logs: Dict[str, float] = {}
+        for name in values:
+            logs[name] = floats[name]
+            logs[f"{name}_weighted"] = weights[name] * floats[name]
+        logs["total"] = floats["total"]
+        for name in side:
+            logs[name] = floats[name]
+        return total, logs
