@@ -66,7 +66,7 @@ class EncoderConfig:
     weights: Optional[str] = _path(None)   # backbone init: model_ir_se50.pth or a torchvision resnet34 file
     input_size: int = 256                  # the encoder sees images resized to this
     n_iters: int = 5                       # ReStyle refinement steps (1 for psp / e4e)
-    width: int = 64                        # base width of the 'small' backbone
+    width: int = 16                        # 'small' backbone: stage widths (w, 2w, 4w, 8w)
 
 
 @dataclass

@@ -38,6 +38,18 @@ def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:
     return latent
 
 
+def _as_direction(direction: torch.Tensor, n_latent: int) -> torch.Tensor:
+    """(D,), (1,D), (n_latent,D) or (1,n_latent,D) → (1, n_latent, D); a (1,D) direction moves every entry."""
+    d = direction
+    if d.dim() == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.dim() == 1:
+        d = d.unsqueeze(0)
+    if d.dim() != 2 or d.shape[0] not in (1, n_latent):
+        raise ValueError(f"a direction must have shape (D,), (1, D) or ({n_latent}, D), got {tuple(direction.shape)}")
+    return d.expand(n_latent, -1).unsqueeze(0)
+
+
 class WaGI(nn.Module):
     """Inversion model. See the module docstring.
 
@@ -157,7 +169,7 @@ class WaGI(nn.Module):
         no input image to take details from). ``direction``: (D,), (1,D) or (n_latent,D). A list of
         strengths returns (len(strengths), N, 3, S, S).
         """
-        d = _as_wplus(direction.to(self.latent_avg), self.n_latent)
+        d = _as_direction(direction.to(self.latent_avg), self.n_latent)
         strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
         is_image = images_or_latents.dim() == 4
         if is_image:
@@ -204,14 +216,13 @@ class WaGI(nn.Module):
         if latent_avg is None:
             with torch.no_grad():
                 latent_avg = generator.mean_latent(4096)[0]
-        input_nc = 6 if ec.kind == "restyle" else 3
-        enc_kwargs = {"width": ec.width} if ec.backbone == "small" else {}
-        encoder = build_encoder(ec.kind, ec.backbone, generator.n_latent, input_nc=input_nc,
-                                image_size=ec.input_size, style_dim=gc.style_dim, **enc_kwargs)
-        if load_weights and ec.weights and ec.backbone != "small":
-            from .encoders import load_backbone_weights
-
-            load_backbone_weights(encoder, ec.backbone, ec.weights)
+        enc_kwargs: Dict[str, Any] = {}
+        if ec.backbone == "small":
+            enc_kwargs["channels"] = tuple(ec.width * m for m in (1, 2, 4, 8))
+        elif load_weights and ec.weights:
+            enc_kwargs["weights"] = ec.weights  # loaded strictly, with a report of ignored keys
+        encoder = build_encoder(ec.kind, ec.backbone, generator.n_latent, image_size=ec.input_size,
+                                style_dim=gc.style_dim, **enc_kwargs)
         fusion = build_fusion(cfg, generator)
         return cls(generator, encoder, latent_avg, encoder_kind=ec.kind, n_iters=ec.n_iters,
                    encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg))

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from wagi import wavelets as wv
+from wagi.models.fusion import FeatureFusion, ResidualAligner, WaveletFusion, haar_pyramid, random_perspective
+from wagi.models.swagan import Generator
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def gen():
+    torch.manual_seed(0)
+    return Generator(SIZE, style_dim=32, n_mlp=2, channel_max=16).eval()
+
+
+def _latent(g, n=2, seed=1):
+    torch.manual_seed(seed)
+    return torch.randn(n, g.n_latent, g.style_dim)
+
+
+def test_haar_pyramid_shapes_and_content():
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    p = haar_pyramid(x, 2)
+    assert p.shape == (2, 3 + 18, 8, 8)
+    torch.testing.assert_close(p[:, :9], wv.high_bands(wv.dwt(x)))
+
+
+def test_fusion_at_init_leaves_output_unchanged_and_gets_gradients(gen):
+    w = _latent(gen)
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    fusion = WaveletFusion(SIZE, [8, 16], width=8, levels=2, aligner=ResidualAligner(8))
+    branches = gen.synthesize(w, randomize_noise=False)
+    base = gen.compose(branches)
+    corr = fusion(x, base)
+    assert set(corr) == {8, 16} and corr[16].shape == (2, 9, 16, 16)
+    fused = gen.compose(branches, corr)
+    assert torch.equal(fused, base)
+    (fused - x).pow(2).mean().backward()
+    for r in ("8", "16"):
+        assert fusion.gates[r].grad is not None and fusion.gates[r].grad.abs().sum() > 0
+
+
+def test_identity_transfer_restores_the_finest_details(gen):
+    """With gate 1 and a zero CNN, the correction at the finest level is exactly HF(DWT(x - x̂0)), so the
+    fused image has the input's finest Haar details and the base image's LL."""
+    w = _latent(gen)
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    fusion = WaveletFusion(SIZE, [SIZE // 2], width=4, gate_init=1.0)
+    for p in fusion.nets.parameters():
+        torch.nn.init.zeros_(p)
+    branches = gen.synthesize(w, randomize_noise=False)
+    base = gen.compose(branches)
+    fused = gen.compose(branches, fusion(x, base))
+    yb, yf, yx = wv.split_bands(wv.dwt(base)), wv.split_bands(wv.dwt(fused)), wv.split_bands(wv.dwt(x))
+    torch.testing.assert_close(yf["LL"], yb["LL"], atol=1e-5, rtol=0)
+    for b in ("LH", "HL", "HH"):
+        torch.testing.assert_close(yf[b], yx[b], atol=1e-5, rtol=0)
+    err = wv.subband_mse(fused, x)
+    assert err["LH1"] < 1e-9 and err["HH1"] < 1e-9 and err["LL"] > 1e-3
+
+
+def test_aligner_is_identity_at_init_and_trainable():
+    al = ResidualAligner(4)
+    d, t = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    assert torch.equal(al(d, t), d)
+    loss = (al(d, t) - 0.5).pow(2).mean()
+    loss.backward()
+    assert al.out.weight.grad.abs().sum() > 0
+
+
+def test_random_perspective_is_seeded():
+    x = torch.randn(1, 3, 16, 16)
+    a = random_perspective(x, 0.3, 1.0, generator=torch.Generator().manual_seed(3))
+    b = random_perspective(x, 0.3, 1.0, generator=torch.Generator().manual_seed(3))
+    c = random_perspective(x, 0.3, 0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, x) and torch.equal(c, x)
+
+
+def test_feature_fusion_starts_at_identity(gen):
+    w = _latent(gen)
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    ff = FeatureFusion(SIZE, 8, gen.channels[8], width=8)
+    base = gen.compose(gen.synthesize(w, randomize_noise=False))
+    cond = ff(x, base)
+    assert cond[8][0].shape == (2, gen.channels[8], 8, 8)
+    out = gen.compose(gen.synthesize(w, randomize_noise=False, feature_conditions=cond))
+    torch.testing.assert_close(out, base, atol=1e-6, rtol=0)
+    out.pow(2).mean().backward()
+    assert ff.scale.weight.grad.abs().sum() > 0
+
+
+def test_bad_resolutions_are_rejected():
+    with pytest.raises(ValueError, match="not a feature resolution"):
+        WaveletFusion(SIZE, [SIZE])
+    with pytest.raises(ValueError, match="not a feature resolution"):
+        WaveletFusion(SIZE, [12])

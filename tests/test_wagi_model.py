@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from wagi.config import load_config
+from wagi.models.wagi import WaGI
+
+TINY = "configs/tiny_test.yaml"
+
+
+def _model(*overrides):
+    torch.manual_seed(0)
+    cfg = load_config(TINY, list(overrides))
+    return WaGI.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("kind,iters", [("restyle", 2), ("psp", 1), ("e4e", 1)])
+def test_invert_shapes_and_latent_count(kind, iters):
+    m = _model(f"encoder.kind={kind}", f"encoder.n_iters={iters}")
+    x = torch.rand(3, 3, 48, 48) * 2 - 1  # any size: resized to the generator's
+    with torch.no_grad():
+        recon, w, extras = m.invert(x)
+    assert recon.shape == (3, 3, 32, 32) and w.shape == (3, m.generator.n_latent, 32)
+    assert m.generator.n_latent == 6  # SWAGAN-32: 2*log2(32) - 4
+    torch.testing.assert_close(recon, extras["base"])  # no fusion in this config
+
+
+def test_restyle_steps_accumulate_from_latent_avg():
+    m = _model()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        steps = m.encode(x, return_steps=True)
+        assert len(steps) == 2
+        d0 = m.encoder(m.encoder_input(x))
+        w0 = m.latent_avg + d0
+        torch.testing.assert_close(steps[0][0], w0)
+        w1 = w0 + m.encoder(m.encoder_input(x, m.decode(w0)))
+        torch.testing.assert_close(steps[1][0], w1)
+        torch.testing.assert_close(m.encode(x), w1)
+
+
+def test_fused_invert_equals_plain_at_init_and_save_load_roundtrip(tmp_path):
+    m = _model("fusion.kind=wavelet")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        recon, w, extras = m.invert(x)
+        assert set(extras["wavelet_corrections"]) == {8, 16}
+        assert torch.equal(recon, extras["base"])  # gates start at 0
+        for g in m.fusion.gates.values():
+            g.fill_(0.7)
+        recon2, _, extras2 = m.invert(x)
+    assert (recon2 - extras2["base"]).abs().max() > 1e-4
+    m.save(tmp_path / "m.pt")
+    loaded = WaGI.load(tmp_path / "m.pt").eval()
+    with torch.no_grad():
+        again, w2, _ = loaded.invert(x)
+    torch.testing.assert_close(again, recon2, atol=0, rtol=0)
+    torch.testing.assert_close(w2, w, atol=0, rtol=0)
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)  # tensors and plain containers only
+    assert raw["format"] == "wagi" and raw["config"]["generator"]["size"] == 32
+
+
+def test_edit_direction_and_strengths():
+    m = _model("fusion.kind=wavelet")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    d = torch.randn(32)
+    with torch.no_grad():
+        zero = m.edit(x, d, 0.0)
+        recon, w, _ = m.invert(x)
+        torch.testing.assert_close(zero, recon)
+        many = m.edit(x, d, [0.0, 2.0])
+        assert many.shape == (2, 2, 3, 32, 32)
+        from_latent = m.edit(w, d, 2.0)
+        torch.testing.assert_close(from_latent, m.decode(w + 2.0 * d))
+    with pytest.raises(ValueError, match="direction must have shape"):
+        m.edit(w, torch.randn(5, 32), 1.0)
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    torch.save({"state_dict": {"encoder.x": torch.zeros(1)}, "opts": {}}, tmp_path / "psp.pt")
+    with pytest.raises(ValueError, match="not a WaGI model checkpoint"):
+        WaGI.load(tmp_path / "psp.pt")
