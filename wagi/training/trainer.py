@@ -193,6 +193,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self._writer = None
+        self._set_train_modes()
 
     # --------------------------------------------------------------------------------------- setup
 
@@ -244,6 +245,15 @@ class Trainer:
         if not p.exists():
             raise FileNotFoundError(f"--resume: {resume} does not exist")
         return p
+
+    def _set_train_modes(self) -> None:
+        """Trained modules in train mode; frozen ones in eval mode (their BatchNorm statistics stay fixed)."""
+        m, tc = self.model, self.cfg.train
+        m.train()
+        if not tc.train_generator:
+            m.generator.eval()
+        if tc.stage == "fusion":
+            m.encoder.eval()
 
     # --------------------------------------------------------------------------------- checkpoints
 
@@ -395,7 +405,7 @@ class Trainer:
             for k, v in bands.items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
             count += x.shape[0]
-        m.train()
+        self._set_train_modes()
         return {k: v / max(count, 1) for k, v in sums.items()}
 
     def train(self) -> Dict[str, float]:
@@ -403,9 +413,7 @@ class Trainer:
         sampler = D.StepBatchSampler(len(self.train_set), tc.batch_size, cfg.experiment.seed, self.dist.rank,
                                      self.dist.world_size, start_step=self.step)
         loader = D.train_loader(self.train_set, sampler, cfg.data.workers)
-        self.model.train()
-        if self.model.generator is not None and not tc.train_generator:
-            self.model.generator.eval()
+        self._set_train_modes()
         it = iter(loader)
         pbar = None
         if self.progress:

@@ -1,0 +1,164 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wagi.config import load_config
+from wagi.training import Trainer, TrainingStopped
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny_test.yaml")
+
+
+def _cfg(tmp_path, *overrides):
+    return load_config(TINY, [f"experiment.out_dir={tmp_path}", *overrides])
+
+
+def _state(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _train_logs(run_dir):
+    lines = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["total"] for r in lines if r["kind"] == "train"}
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    t = Trainer(_cfg(tmp_path, "data.hflip=false"), progress=False)
+    x = torch.stack([t.test_set[i] for i in range(4)])
+    first = t.train_step(x)["total"]
+    for _ in range(25):
+        last = t.train_step(x)["total"]
+    assert last < 0.6 * first, (first, last)
+
+
+def test_resume_is_exact(tmp_path):
+    common = ["train.log_every=1", "train.val_every=100", "train.image_every=100", "train.optimizer=ranger"]
+    straight = Trainer(_cfg(tmp_path, "experiment.name=a", "train.max_steps=8", "train.save_every=4", *common),
+                       progress=False)
+    straight.train()
+    # Same run in two processes' worth: stop at 4, then resume from the checkpoint to 8.
+    half = Trainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=4", "train.save_every=4", *common),
+                   progress=False)
+    half.train()
+    del half
+    resumed = Trainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=8", "train.save_every=4", *common),
+                      resume="auto", progress=False)
+    assert resumed.step == 4
+    resumed.train()
+    a, b = _state(straight), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la, lb = _train_logs(tmp_path / "a"), _train_logs(tmp_path / "b")
+    assert la == lb and sorted(la) == list(range(1, 9))
+
+
+def test_checkpoint_is_weights_only_and_holds_config(tmp_path):
+    t = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=2", "train.val_every=2"), progress=False)
+    t.train()
+    ck = torch.load(tmp_path / "tiny_test" / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["training"]["step"] == 2 and ck["config"]["train"]["max_steps"] == 2
+    assert (tmp_path / "tiny_test" / "config.yaml").exists()
+    val = [json.loads(ln) for ln in (tmp_path / "tiny_test" / "metrics.jsonl").read_text().splitlines()
+           if '"val"' in ln]
+    assert val and {"LL", "LH1", "HL1", "HH1", "mse"} <= set(val[-1])
+    # the four band MSEs of the validation set add up to 4x its pixel MSE (orthonormal Haar)
+    v = val[-1]
+    assert abs(v["LL"] + v["LH1"] + v["HL1"] + v["HH1"] - 4 * v["mse"]) < 1e-5 * max(1.0, v["mse"])
+    # no leftover temp files from the atomic writes
+    assert not [p for p in (tmp_path / "tiny_test" / "checkpoints").iterdir() if not p.name.endswith(".pt")]
+
+
+def test_non_finite_loss_stops_naming_term_and_step_and_keeps_checkpoint(tmp_path):
+    t = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=1", "train.val_every=100"), progress=False)
+    t.train()
+    latest = tmp_path / "tiny_test" / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+    x = torch.full((4, 3, 32, 32), float("nan"))
+    with pytest.raises(TrainingStopped, match=r"'l2'.*step 2"):
+        t.train_step(x)
+    assert latest.read_bytes() == before
+
+
+def test_fusion_stage_trains_fusion_only(tmp_path):
+    enc = Trainer(_cfg(tmp_path, "experiment.name=enc", "train.max_steps=2", "train.save_every=2",
+                       "train.val_every=100"), progress=False)
+    enc.train()
+    ckpt = tmp_path / "enc" / "checkpoints" / "latest.pt"
+    t = Trainer(_cfg(tmp_path, "experiment.name=fus", "train.stage=fusion", "fusion.kind=wavelet",
+                     f"train.encoder_ckpt={ckpt}", "data.hflip=false"), progress=False)
+    torch.testing.assert_close(t.model.encoder.state_dict(), enc.model.encoder.state_dict())
+    enc_before = {k: v.clone() for k, v in t.model.encoder.state_dict().items()}
+    x = torch.stack([t.test_set[i] for i in range(4)])
+    first = t.train_step(x)
+    assert "aligner" in first
+    for _ in range(15):
+        last = t.train_step(x)
+    assert last["l2"] < first["l2"]
+    for k, v in t.model.encoder.state_dict().items():
+        assert torch.equal(v, enc_before[k]), k
+
+
+def test_cli_reports_config_errors_by_key(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", TINY, "--set",
+                        "train.lrr=1"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "train.lrr" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", TINY, "--set",
+                        f"generator.ckpt={tmp_path}/missing.pt"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2 and "generator.ckpt" in r.stderr
+
+
+def test_missing_lpips_weights_fail_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    with pytest.raises(FileNotFoundError, match=r"alexnet-owt-7be5be79\.pth"):
+        Trainer(_cfg(tmp_path, "loss.lpips=0.8"), progress=False)
+    assert not (tmp_path / "tiny_test").exists()  # nothing was written
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg_args, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    t = Trainer(load_config(TINY, cfg_args), progress=False)
+    t.train()
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in t.model.state_dict().items()}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process_with_double_batch(tmp_path):
+    """Fusion stage (no BatchNorm in the trained modules): 2 gloo processes x batch 2 == 1 process x batch 4."""
+    enc = Trainer(_cfg(tmp_path, "experiment.name=enc", "train.max_steps=1", "train.save_every=1",
+                       "train.val_every=100"), progress=False)
+    enc.train()
+    ckpt = tmp_path / "enc" / "checkpoints" / "latest.pt"
+    base = [f"experiment.out_dir={tmp_path}", "train.stage=fusion", "fusion.kind=wavelet",
+            f"train.encoder_ckpt={ckpt}", "train.max_steps=3", "train.val_every=100", "train.save_every=100",
+            "train.log_every=1"]
+    single = Trainer(load_config(TINY, base + ["experiment.name=single", "train.batch_size=4"]), progress=False)
+    single.train()
+    out = tmp_path / "ddp_state.pt"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), base + ["experiment.name=ddp",
+                                                                            "train.batch_size=2"], str(out)),
+                                nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+    ref = single.model.state_dict()
+    moved = 0
+    for k, v in ref.items():
+        torch.testing.assert_close(ddp[k], v, atol=2e-6, rtol=1e-5, msg=k)
+        moved += int(k.startswith("fusion."))
+    assert moved > 0
