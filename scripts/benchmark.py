@@ -167,7 +167,101 @@ def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]
     return rows
 
 
-BENCHES = {"ops": bench_ops, "generator": bench_generator}
+def _bench_model_cfg(size: int, kind: str, fusion: str, n_iters: int = 1):
+    from wagi.config import from_dict
+
+    res = [size // 8, size // 4, size // 2] if fusion == "wavelet" else [min(64, size // 4)]
+    return from_dict({
+        "experiment": {"name": "bench"},
+        "generator": {"size": size},
+        "encoder": {"kind": kind, "backbone": "ir_se50", "input_size": 256, "n_iters": n_iters},
+        "fusion": {"kind": fusion, "resolutions": res, "levels": 2},
+        "loss": {"lpips": 0.0, "id": 0.0, "l2": 1.0, "wavelet": 1.0, "loss_size": None},
+        "data": {"demo": True, "image_size": size},
+    }, check_paths=False)
+
+
+def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
+    """Full inversion (encoder + generator + fusion), 256² in → size² out, random weights, fp32."""
+    from wagi.models.wagi import WaGI
+
+    size, batch = (1024, 8) if not quick else (64, 2)
+    rows = []
+    variants = [("e4e + wavelet fusion (WaGI)", "e4e", "wavelet", 1), ("e4e, no fusion", "e4e", "none", 1),
+                ("e4e + feature fusion (HFGI-style)", "e4e", "feature", 1), ("ReStyle x5, no fusion", "restyle", "none", 5)]
+    x = torch.rand(batch, 3, 256, 256, device=device) * 2 - 1
+    for name, kind, fusion, iters in variants:
+        cfg = _bench_model_cfg(size, kind, fusion, iters)
+        torch.manual_seed(0)
+        model = WaGI.from_config(cfg, latent_avg=torch.zeros(512)).to(device).eval()
+        if fusion == "wavelet":  # open the gates so the fused path does real work
+            for g in model.fusion.gates.values():
+                g.data.fill_(1.0)
+
+        def run(dtype=None):
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                return model.invert(x)[0]
+
+        row = {"bench": "inversion", "variant": name, "size": size, "batch": batch,
+               "fp32_ms_per_img": time_fn(run, device, warmup=3, iters=10) / batch}
+        if device.type == "cuda":
+            row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warmup=3, iters=10) / batch
+        rows.append(row)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
+    """One optimisation step of the trainer's step modules at size² (batch 8), random weights."""
+    from wagi.losses import InversionCriterion
+    from wagi.models.wagi import WaGI
+    from wagi.training.trainer import EncoderStep, FusionStep
+
+    size, batch = (1024, 8) if not quick else (64, 2)
+    rows = []
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    crit = InversionCriterion({"l2": 1.0, "wavelet": 1.0}).to(device)
+    for stage, fusion in (("fusion", "wavelet"), ("encoder", "none")):
+        cfg = _bench_model_cfg(size, "e4e", fusion)
+        torch.manual_seed(0)
+        model = WaGI.from_config(cfg, latent_avg=torch.zeros(512)).to(device)
+        for p in model.generator.parameters():
+            p.requires_grad_(False)
+        if stage == "fusion":
+            for p in model.encoder.parameters():
+                p.requires_grad_(False)
+            model.encoder.eval()
+            step = FusionStep(model, crit, None, 0.1, 0.15, 0.9)
+            params = list(model.fusion.parameters())
+        else:
+            step = EncoderStep(model, crit, 256)
+            params = list(model.encoder.parameters())
+        opt = torch.optim.Adam(params, lr=1e-4)
+        seeds = list(range(batch))
+        avg = model.latent_avg.unsqueeze(0).expand(batch, -1, -1)
+
+        def run(dtype=None):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = step(x, seeds)[0] if stage == "fusion" else step(x, avg, None)[0]
+            loss.backward()
+            opt.step()
+
+        row = {"bench": "train_step", "stage": stage, "size": size, "batch": batch,
+               "fp32_ms_per_img": time_fn(run, device, warmup=3, iters=10) / batch}
+        if device.type == "cuda":
+            row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warmup=3, iters=10) / batch
+        rows.append(row)
+        del model, step, opt
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+BENCHES = {"ops": bench_ops, "generator": bench_generator, "inversion": bench_inversion,
+           "train_step": bench_train_step}
 
 
 def print_table(title: str, rows: List[Dict]) -> None:

@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Per-sub-band comparison of inversion methods against ground truth (the paper's Figure 2 analysis).
+
+    python scripts/eval_subbands.py --gt data/test --method e4e=results/e4e --method hfgi=results/hfgi \\
+        --ckpt wagi=runs/wagi/checkpoints/best.pt --levels 2 --out outputs/eval
+
+Files are matched by relative path without extension (ground truth a/b.jpg <-> method a/b.png).
+GT images without a reconstruction, method files without GT and names held by two files (a.jpg and
+a.png) are listed, never silently dropped; every pair is evaluated (no dropped last batch).
+
+Both images of a pair are loaded at --size x --size (default 256, the protocol of pSp/e4e/HFGI;
+--policy for non-square images) in [-1, 1]. Per image: the mean squared error of the Haar coefficients
+of every band (LL; LH, HL, HH of each level), each band's share of the total squared error, MSE, PSNR,
+SSIM (11x11 Gaussian window, sigma 1.5), and LPIPS and ID similarity when their weights exist (LPIPS:
+torchvision's AlexNet weights in the torch hub cache or --lpips-weights; ID: --id-weights, default
+pretrained/model_ir_se50.pth; a missing default only skips the metric, with a line saying so).
+
+--ckpt NAME=CKPT first inverts the --gt images with that WaGI checkpoint into <out>/recon/NAME/
+(existing reconstructions are reused unless --overwrite) and evaluates them as method NAME.
+
+Outputs in --out: results.md (tables), results.csv (one row per image and method), results.json
+(means, std, counts, mismatches, settings), subbands_bar.png (per band, per method) and
+subbands_example.png (sub-bands of one image, GT vs each method). Existing ones are replaced only
+with --overwrite.
+
+Exit status: 0 every GT image compared for every method; 1 a file was unreadable, a GT image had no
+reconstruction or a name was ambiguous (one line each); 2 usage error.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
+from wagi.inference import PROJECT_ROOT, describe_device, invert_folder, log_stderr, resolve_device  # noqa: E402
+from wagi.metrics import (DEFAULT_EVAL_SIZE, PerceptualMetrics, check_report_outputs,  # noqa: E402
+                          evaluate_folders, markdown_report, write_report)
+
+DEFAULT_OUT = Path("outputs") / "eval"
+RECON_DIR = "recon"
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _named_path(text: str):
+    name, sep, path = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    if "/" in name or os.sep in name or name in (".", ".."):
+        raise argparse.ArgumentTypeError(f"method name {name!r} must not contain a path separator")
+    return name, Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
+    p.add_argument("--method", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+                   help="a method's reconstruction folder (repeatable)")
+    p.add_argument("--ckpt", type=_named_path, action="append", default=[], metavar="NAME=CKPT",
+                   help="invert --gt with this WaGI checkpoint first, then evaluate it as NAME (repeatable)")
+    p.add_argument("--levels", type=_positive_int, default=1, metavar="L", help="Haar levels (default 1)")
+    p.add_argument("--size", type=_positive_int, default=DEFAULT_EVAL_SIZE, metavar="S",
+                   help=f"evaluation size S x S (default {DEFAULT_EVAL_SIZE})")
+    p.add_argument("--policy", choices=POLICIES, default="center_crop",
+                   help="how images of another size or shape become S x S (default center_crop)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--lpips-weights", type=Path, default=None, metavar="P",
+                   help="torchvision trunk weights for LPIPS (default: the torch hub cache; skipped when absent)")
+    p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex")
+    p.add_argument("--id-weights", type=Path, default=None, metavar="P",
+                   help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if not args.method and not args.ckpt:
+        p.error("give at least one --method NAME=DIR or --ckpt NAME=CKPT")
+    names = [n for n, _ in args.method + args.ckpt]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        p.error(f"method name(s) used twice: {', '.join(duplicates)}")
+    if args.size % (2 ** args.levels):
+        p.error(f"--size {args.size} must be divisible by 2^levels = {2 ** args.levels}")
+    if not args.gt.is_dir():
+        _error(f"--gt {args.gt}: folder not found")
+        return 2
+    for name, path in args.method:
+        if not path.is_dir():
+            _error(f"--method {name}={path}: folder not found")
+            return 2
+    for name, path in args.ckpt:
+        if not path.is_file():
+            _error(f"--ckpt {name}={path}: checkpoint not found")
+            return 2
+    try:
+        check_report_outputs(args.out, args.overwrite)
+        device = resolve_device(args.device)
+    except (OutputExistsError, ValueError) as err:
+        _error(str(err))
+        return 2
+    progress = False if args.no_progress else None
+
+    from wagi.losses import ID_WEIGHTS_SUGGESTED_PATH
+
+    try:
+        perceptual = PerceptualMetrics.from_weights(args.lpips_weights, args.id_weights, args.lpips_net,
+                                                    default_id_weights=PROJECT_ROOT / ID_WEIGHTS_SUGGESTED_PATH)
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        _error(str(err))
+        return 2
+    flags = {"LPIPS": "--lpips-weights", "ID": "--id-weights"}
+    for metric, reason in perceptual.skipped.items():
+        print(f"{metric} skipped (pass {flags[metric]} PATH to compute it): {reason}", file=sys.stderr, flush=True)
+    print(describe_device(device), flush=True)
+
+    report = LoadReport(log=log_stderr)
+    methods = {name: path for name, path in args.method}
+    if args.ckpt:
+        from wagi.checkpoint import CheckpointError
+        from wagi.models.wagi import WaGI
+
+        try:
+            gt_items = find_images(args.gt)
+        except InputNotFoundError as err:
+            _error(str(err))
+            return 2
+        for name, ckpt in args.ckpt:
+            try:
+                model = WaGI.load(ckpt, map_location="cpu").to(device).eval()
+            except (CheckpointError, ValueError, KeyError) as err:
+                _error(f"cannot load --ckpt {name}={ckpt}: {err}")
+                return 2
+            recon_dir = args.out / RECON_DIR / name
+            print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
+            summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
+                                    overwrite=args.overwrite, progress=progress, report=report,
+                                    log=lambda _line: None)  # per-file skip lines: one summary line below
+            if summary.skipped:
+                print(f"{name}: reused {len(summary.skipped)} existing reconstruction(s) in {recon_dir} "
+                      "(pass --overwrite to recompute them)", file=sys.stderr, flush=True)
+            print(f"{name}: {summary.line()}", flush=True)
+            methods[name] = recon_dir
+            del model
+
+    try:
+        evaluation = evaluate_folders(args.gt, methods, size=args.size, levels=args.levels, policy=args.policy,
+                                      batch_size=args.batch_size, device=device, perceptual=perceptual,
+                                      report=report, progress=progress)
+    except (InputNotFoundError, ValueError) as err:
+        _error(str(err))
+        return 2
+    evaluation.settings.update({"methods": {n: os.fspath(d) for n, d in methods.items()},
+                                "checkpoints": {n: os.fspath(c) for n, c in args.ckpt},
+                                "batch_size": args.batch_size, "device": str(device)})
+    try:
+        written = write_report(evaluation, args.out, overwrite=args.overwrite)
+    except OutputExistsError as err:
+        _error(str(err))
+        return 2
+    print(markdown_report(evaluation))
+    print("wrote " + ", ".join(written.values()), flush=True)
+    n_bad = len(report.failures)
+    n_missing = sum(len(m.matching.missing) for m in evaluation.methods.values())
+    n_ambiguous = len(evaluation.gt_ambiguous) + sum(len(m.matching.ambiguous) for m in evaluation.methods.values())
+    if n_bad or n_missing or n_ambiguous:
+        print(f"incomplete comparison: {n_bad} unreadable file(s), {n_missing} missing reconstruction(s), "
+              f"{n_ambiguous} ambiguous name(s); listed above and in results.json", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Train a SWAGAN generator (non-saturating loss, lazy R1, path length, EMA, style mixing) from a YAML config.
+
+    python scripts/train_generator.py --config configs/demo_swagan.yaml [--set key=value ...] [--resume auto]
+    python scripts/train_generator.py --config ... --resume auto --time-limit 9    # stop, save after 9 minutes
+    torchrun --nproc_per_node 2 scripts/train_generator.py --config ...          # DDP: batch_size is per process
+    python scripts/train_generator.py --config ... --benchmark-steps 64          # speed only, writes nothing
+    python scripts/train_generator.py --export demo_g.pt --checkpoint runs/demo_swagan/checkpoints/latest.pt
+
+The config is validated before any heavy work (see docs/train_generator.md); the run directory
+(experiment.out_dir/experiment.name) receives config.yaml, metrics.jsonl, tb/, samples/ and checkpoints/.
+A first Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits; --resume auto continues
+exactly from checkpoints/latest.pt. --export writes a compact fp16 g_ema-only file that
+wagi.checkpoint.load_generator reads (from --checkpoint, or the config's latest checkpoint).
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wagi.config import ConfigError  # noqa: E402
+from wagi.training.gan_config import load_gan_config  # noqa: E402
+
+EXIT_CONFIG = 2
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _export(args, cfg) -> int:
+    from pathlib import Path
+
+    from wagi.checkpoint import CheckpointError
+    from wagi.training.gan import export_generator
+    from wagi.training.trainer import CHECKPOINT_DIR, LATEST
+
+    src = args.checkpoint
+    if src is None:
+        if cfg is None:
+            print("error: --export needs --checkpoint or --config (whose run's latest checkpoint is exported)",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        src = Path(cfg.experiment.out_dir) / cfg.experiment.name / CHECKPOINT_DIR / LATEST
+    try:
+        out = export_generator(src, args.export)
+    except (FileNotFoundError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"exported g_ema of {src} to {out} ({out.stat().st_size / 2 ** 20:.2f} MiB, fp16)")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (see docs/train_generator.md)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.batch_size=32 (repeatable)")
+    p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--benchmark-steps", type=int, default=None, metavar="N",
+                   help="run N timed steps after warm-up, print steps/s (and peak CUDA memory), write nothing")
+    p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N", help="warm-up steps (default 20)")
+    p.add_argument("--export", default=None, metavar="PATH", help="write a compact fp16 g_ema-only file and exit")
+    p.add_argument("--checkpoint", default=None, help="with --export: the checkpoint to export")
+    args = p.parse_args(argv)
+
+    cfg = None
+    if args.config is not None:
+        try:
+            cfg = load_gan_config(args.config, args.overrides)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.export is not None:
+        return _export(args, cfg)
+    if cfg is None:
+        p.error("--config is required (except with --export --checkpoint)")
+
+    from wagi.training.distributed import cleanup
+    from wagi.training.gan import GANTrainer
+
+    benchmark = args.benchmark_steps is not None
+    try:
+        trainer = GANTrainer(cfg, resume=None if benchmark else args.resume,
+                             progress=not (args.no_progress or benchmark), write=not benchmark)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _benchmark(args, trainer) if benchmark else _train(args, trainer)
+    finally:
+        cleanup(trainer.dist)
+
+
+def _benchmark(args, trainer) -> int:
+    from wagi.training.gan import BENCHMARK_WARMUP, TrainingStopped
+
+    warmup = BENCHMARK_WARMUP if args.benchmark_warmup is None else args.benchmark_warmup
+    try:
+        result = trainer.benchmark(args.benchmark_steps, warmup=warmup)
+    except (ValueError, TrainingStopped) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    if trainer.dist.is_main:
+        mem = result["max_memory_gib"]
+        print(f"benchmark: {result['steps_per_s']:.2f} steps/s ({result['images_per_s']:.0f} img/s, "
+              f"{result['ms_per_step']:.1f} ms/step) on {result['device']}, "
+              f"batch {result['batch_size']}/process" + (f", peak memory {mem:.2f} GiB" if mem is not None else ""))
+        print("BENCHMARK_JSON " + json.dumps(result))
+    return 0
+
+
+def _train(args, trainer) -> int:
+    from wagi.training.gan import TrainingStopped
+
+    try:
+        trainer.train(time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit)
+    except TrainingStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
+              f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not trainer.dist.is_main:
+        return EXIT_INTERRUPTED if (trainer.stop_reason or "").startswith("signal") else 0
+    if trainer.stop_reason is not None:
+        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {trainer.max_steps}; checkpoint in "
+              f"{trainer.ckpt_dir}; continue with --resume auto")
+        return EXIT_INTERRUPTED if trainer.stop_reason.startswith("signal") else 0
+    print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from wagi.checkpoint import load_generator
+from wagi.config import ConfigError
+from wagi.models.swagan import Discriminator, Generator
+from wagi.training import gan as gan_module
+from wagi.training.gan import (
+    GANTrainer,
+    TrainingStopped,
+    d_logistic_loss,
+    ema_beta,
+    export_generator,
+    g_nonsaturating_loss,
+    mix_latents,
+    path_lengths,
+    r1_penalty,
+)
+from wagi.training.gan_config import all_gan_keys, gan_from_dict, load_gan_config
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "swagan_tiny_test.yaml")
+LOSS_KEYS = ("d_loss", "g_loss", "r1", "path_loss", "path_length", "real_score", "fake_score")
+FP16_EPS = 2 ** -10  # fp16 unit round-off (relative)
+
+
+def _cfg(tmp_path, *overrides):
+    return load_gan_config(TINY, [f"experiment.out_dir={tmp_path}", *overrides])
+
+
+def _records(run_dir):
+    return [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _states(t):
+    return {"g": t.G.state_dict(), "d": t.D.state_dict(), "g_ema": t.g_ema.state_dict()}
+
+
+# ------------------------------------------------------------------------------------------- formulas
+
+
+def test_losses_equal_softplus_formulas_by_hand():
+    real = torch.tensor([[2.0], [-1.0], [0.25]], dtype=torch.float64)
+    fake = torch.tensor([[0.5], [-3.0], [1.5]], dtype=torch.float64)
+    d_hand = (sum(math.log1p(math.exp(f)) for f in (0.5, -3.0, 1.5)) / 3
+              + sum(math.log1p(math.exp(-r)) for r in (2.0, -1.0, 0.25)) / 3)
+    g_hand = sum(-math.log(1 / (1 + math.exp(-f))) for f in (0.5, -3.0, 1.5)) / 3
+    assert d_logistic_loss(real, fake).item() == pytest.approx(d_hand, rel=1e-14)
+    assert g_nonsaturating_loss(fake).item() == pytest.approx(g_hand, rel=1e-14)
+
+
+def test_r1_penalty_is_the_squared_input_gradient_norm():
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, 4, dtype=torch.float64)
+    linear = (x * w).flatten(1).sum(1, keepdim=True) + 0.7  # D(x) = <w, x> + b: gradient w for every sample
+    assert r1_penalty(linear, x).item() == pytest.approx(w.pow(2).sum().item(), rel=1e-12)
+    quad = 0.5 * x.pow(2).flatten(1).sum(1, keepdim=True)  # gradient x_i
+    expected = x.detach().pow(2).flatten(1).sum(1).mean().item()
+    assert r1_penalty(quad, x).item() == pytest.approx(expected, rel=1e-12)
+    # differentiable: d/dw of ||w||^2 through the R1 graph is 2w
+    wp = w.clone().requires_grad_(True)
+    r1_penalty((x * wp).flatten(1).sum(1, keepdim=True), x).backward()
+    torch.testing.assert_close(wp.grad, 2 * w)
+
+
+def test_path_lengths_of_a_linear_generator():
+    torch.manual_seed(1)
+    n, layers, dim, h = 3, 4, 5, 2
+    a = torch.randn(layers, dim, h * h, dtype=torch.float64)
+    lat = torch.randn(n, layers, dim, dtype=torch.float64, requires_grad=True)
+    img = torch.einsum("nld,ldp->np", lat, a).view(n, 1, h, h)
+    y = torch.randn(n, 1, h, h, dtype=torch.float64)
+    got = path_lengths(img, lat, y)
+    jt_y = torch.einsum("ldp,np->nld", a, y.view(n, -1))  # J^T y per layer
+    expected = jt_y.pow(2).sum(2).mean(1).sqrt()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+def test_ema_beta_and_style_mixing():
+    assert ema_beta(0, 32, 10.0) == 0.5 ** (32 / (10 * 1000))  # rosinality's accum at batch 32
+    assert ema_beta(9, 16, 10.0, rampup=0.05) == 0.5 ** (16 / (10 * 16 * 0.05))  # ramp-up: 8 images' half-life
+    assert ema_beta(10 ** 6, 16, 10.0, rampup=0.05) == 0.5 ** (16 / 10000)
+    g = Generator(16, 8, 1, channel_max=8)
+    w1, w2 = torch.randn(2, 8), torch.randn(2, 8)
+    for k in range(1, g.n_latent):
+        ref = g.styles_to_latent([w1, w2], inject_index=k, input_is_latent=True)
+        assert torch.equal(mix_latents(w1, w2, torch.tensor(k), g.n_latent), ref)
+    assert torch.equal(mix_latents(w1, w2, g.n_latent, g.n_latent), w1.unsqueeze(1).expand(-1, g.n_latent, -1))
+
+
+# -------------------------------------------------------------------------------------------- config
+
+
+def test_config_errors_name_the_key(tmp_path):
+    demo = {"discriminator": {}, "data": {"demo": True}}
+    with pytest.raises(ConfigError, match=r"'train\.lrr'.*unknown key"):
+        gan_from_dict({**demo, "train": {"lrr": 1}})
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*integer"):
+        gan_from_dict({**demo, "train": {"batch_size": "32"}})
+    with pytest.raises(ConfigError, match=r"'train\.amp'.*one of"):
+        gan_from_dict({**demo, "train": {"amp": "fp16"}})
+    with pytest.raises(ConfigError, match=r"'data\.train_dir'.*not found"):
+        gan_from_dict({"discriminator": {}, "data": {"train_dir": str(tmp_path / "missing")}})
+    with pytest.raises(ConfigError, match=r"'data\.train_dir'"):
+        gan_from_dict({})
+    with pytest.raises(ConfigError, match=r"'train\.kimg'.*exactly one"):
+        gan_from_dict({**demo, "train": {"kimg": 100}})
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*multiple of 4"):
+        gan_from_dict({**demo, "train": {"batch_size": 6}})
+    with pytest.raises(ConfigError, match=r"'data\.image_size'"):
+        gan_from_dict({"discriminator": {}, "data": {"demo": True, "image_size": 64}})
+    with pytest.raises(ConfigError, match=r"'generator\.size'"):
+        gan_from_dict({**demo, "generator": {"size": 96}})
+    with pytest.raises(ConfigError, match=r"'train\.lr'.*> 0"):
+        gan_from_dict({**demo, "train": {"lr": 0}})
+    with pytest.raises(ConfigError, match=r"'train\.mixing'"):
+        gan_from_dict({**demo, "train": {"mixing": 1.5}})
+    cfg = gan_from_dict({**demo, "train": {"kimg": 1, "max_steps": None, "batch_size": 8}})
+    assert gan_module.total_steps(cfg, world_size=2) == 63  # ceil(1000 / 16)
+
+
+def test_every_key_is_documented():
+    doc = (ROOT / "docs" / "train_generator.md").read_text().split("## Configuration keys", 1)[1]
+    documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, flags=re.M))
+    assert set(all_gan_keys()) == documented
+
+
+def test_shipped_gan_configs_validate_and_demo_export_fits():
+    demo = load_gan_config(ROOT / "configs" / "demo_swagan.yaml", check_paths=False)
+    load_gan_config(TINY)
+    g = demo.generator
+    with torch.device("meta"):
+        gen = Generator(g.size, g.style_dim, g.n_mlp, g.channel_multiplier, channel_max=g.channel_max)
+        Discriminator(g.size, demo.discriminator.channel_multiplier, channel_max=demo.discriminator.channel_max)
+    fp16_bytes = 2 * sum(v.numel() for v in gen.state_dict().values())
+    assert fp16_bytes < 15 * 2 ** 20  # the shipped fp16 file (plus pickle overhead) stays under 16 MiB
+    assert max(gen.channels[r] for r in gen.feature_resolutions) <= 256
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gan_run")
+    t = GANTrainer(_cfg(out), progress=False)
+    t.train()
+    return t
+
+
+def test_training_writes_finite_metrics_samples_and_checkpoints(run):
+    recs = _records(run.run_dir)
+    assert [r["step"] for r in recs] == [2, 4, 6, 8]
+    for r in recs:
+        for k in ("d_loss", "g_loss", "path_loss", "real_score", "fake_score", "steps_per_s"):
+            assert math.isfinite(r[k]), (k, r)
+    assert any("r1" in r for r in recs) and all(r["r1"] >= 0 for r in recs if "r1" in r)
+    grid = Image.open(run.run_dir / "samples" / "step_0000008.png")
+    assert grid.size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # 4 samples: 2 x 2 grid, 2 px padding
+    assert sorted(p.name for p in run.ckpt_dir.iterdir()) == ["latest.pt", "step_0000004.pt", "step_0000008.pt"]
+    assert (run.run_dir / "config.yaml").is_file()
+
+
+def test_checkpoint_loads_with_weights_only_and_load_generator(run):
+    path = run.ckpt_dir / "latest.pt"
+    ck = torch.load(path, weights_only=True)
+    assert ck["kind"] == "swagan_training" and ck["training"]["step"] == 8
+    assert ck["config"]["train"]["max_steps"] == 8 and ck["config"]["generator"]["size"] == 32
+    assert {"g", "d", "g_ema", "g_optim", "d_optim", "latent_avg"} <= set(ck)
+    for name, module in (("g", run.G), ("d", run.D), ("g_ema", run.g_ema)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(ck[name][k], v), (name, k)
+    assert torch.equal(ck["training"]["path_length_mean"], run.path_length_mean) and run.path_length_mean > 0
+    g, latent_avg, info = load_generator(path)
+    assert info["format"] == "wagi" and info["config"]["train"]["batch_size"] == 4
+    for k, v in run.g_ema.state_dict().items():
+        assert torch.equal(g.state_dict()[k], v), k
+    expected_avg = run.g_ema.mean_latent(4096, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(latent_avg, expected_avg, rtol=0, atol=0)
+    z = torch.randn(2, 32)
+    g.set_fused_modconv(run.cfg.train.fused_modconv)  # an evaluation switch, not stored in the file
+    torch.testing.assert_close(g([z], randomize_noise=False)[0], run.g_ema([z], randomize_noise=False)[0],
+                               rtol=0, atol=0)
+
+
+def test_fp16_export_loads_and_matches(run, tmp_path):
+    src = run.ckpt_dir / "latest.pt"
+    out = export_generator(src, tmp_path / "g16.pt")
+    assert out.stat().st_size < src.stat().st_size / 5
+    raw = torch.load(out, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in raw["g_ema"].values() if v.is_floating_point())
+    assert raw["step"] == 8 and raw["latent_avg"].dtype == torch.float32
+    assert raw["cards"] == ["cpu x1"] and raw["wall_time_s"] > 0  # what the model manifest records
+    g, latent_avg, _ = load_generator(out)
+    g.set_fused_modconv(run.cfg.train.fused_modconv)
+    assert all(p.dtype == torch.float32 for p in g.parameters())
+    for k, v in run.g_ema.state_dict().items():
+        torch.testing.assert_close(g.state_dict()[k], v, rtol=FP16_EPS, atol=1e-7, msg=k)
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    ref = run.g_ema([z], randomize_noise=False)[0]
+    got = g([z], randomize_noise=False)[0]
+    assert (got - ref).abs().max() < 0.02 * ref.abs().max()
+
+
+def test_resume_is_exact(tmp_path):
+    common = ["train.log_every=1", "train.sample_every=100"]
+    straight = GANTrainer(_cfg(tmp_path, "experiment.name=a", "train.max_steps=6", "train.save_every=100", *common),
+                          progress=False)
+    straight.train()
+    half = GANTrainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=3", "train.save_every=3", *common),
+                      progress=False)
+    half.train()
+    del half
+    resumed = GANTrainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=6", "train.save_every=100", *common),
+                         resume="auto", progress=False)
+    assert resumed.step == 3
+    resumed.train()
+    a, b = _states(straight), _states(resumed)
+    for name in a:
+        for k in a[name]:
+            assert torch.equal(a[name][k], b[name][k]), (name, k)
+    assert torch.equal(straight.path_length_mean, resumed.path_length_mean)
+    la = {r["step"]: {k: r[k] for k in LOSS_KEYS if k in r} for r in _records(tmp_path / "a")}
+    lb = {r["step"]: {k: r[k] for k in LOSS_KEYS if k in r} for r in _records(tmp_path / "b")}
+    assert sorted(la) == list(range(1, 7)) and la == lb
+    assert "r1" in la[5] and "path_loss" in la[5]  # both lazy regularisers ran after the resume (step 4)
+
+
+def test_discriminator_loss_falls_on_a_fixed_batch(tmp_path):
+    t = GANTrainer(_cfg(tmp_path, "data.hflip=false"), progress=False, write=False)
+    real = torch.stack([t.train_set[i] for i in range(4)])
+    losses = []
+    for _ in range(12):
+        t.rand.reseed(0, 0, 0)  # the same fakes every time
+        losses.append(float(t.d_step(real)))
+    assert losses[0] == pytest.approx(2 * math.log(2), abs=0.2)  # logits near 0 at initialisation
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_non_finite_loss_stops_naming_term_and_step(tmp_path):
+    t = GANTrainer(_cfg(tmp_path, "train.max_steps=4"), progress=False)
+    t.train()
+    latest = t.ckpt_dir / "latest.pt"
+    before = latest.read_bytes()
+    t.max_steps = 8
+    with torch.no_grad():
+        t.D.final_linear[1].bias.fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match=r"'d_loss' at step 4"):
+        t.train()
+    assert t.step == 6  # noticed at the next log step (log_every 2) without a per-step host sync
+    assert latest.read_bytes() == before
+
+
+def test_time_limit_stops_and_saves(tmp_path):
+    t = GANTrainer(_cfg(tmp_path), progress=False)
+    t.train(time_limit_s=0.0)
+    assert t.stop_reason == "time limit" and t.step == 1
+    assert torch.load(t.ckpt_dir / "latest.pt", weights_only=True)["training"]["step"] == 1
+
+
+def test_preload_cache_gives_the_loader_batches(tmp_path, monkeypatch):
+    cache = tmp_path / "cache.pt"
+    pre = GANTrainer(_cfg(tmp_path, "data.preload=true", f"data.cache_file={cache}"), progress=False, write=False)
+    plain = GANTrainer(_cfg(tmp_path), progress=False, write=False)
+    for a, b, _ in zip(pre.batches(), plain.batches(), range(3)):
+        assert torch.equal(a, b)  # demo pixels are 8-bit: the uint8 copy is exact
+    assert cache.is_file()
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(gan_module, "preload_images", no_render)
+    again = GANTrainer(_cfg(tmp_path, "data.preload=true", f"data.cache_file={cache}"), progress=False, write=False)
+    assert torch.equal(next(again.batches()), next(plain.batches()))
+
+
+def test_bf16_autocast_steps_are_finite(tmp_path):
+    t = GANTrainer(_cfg(tmp_path, "train.amp=bf16", "train.max_steps=2", "train.log_every=1"), progress=False)
+    t.train()
+    recs = _records(t.run_dir)
+    assert {"d_loss", "g_loss", "r1", "path_loss"} <= set(recs[0])  # step 0 runs both regularisers
+    for r in recs:
+        assert all(math.isfinite(r[k]) for k in LOSS_KEYS if k in r)
+
+
+def test_cli_names_config_errors_and_benchmarks(tmp_path, capsys):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_generator.py"), "--config", TINY,
+                        "--set", "train.r1=strong"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "train.r1" in r.stderr and "Traceback" not in r.stderr
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train_generator
+    finally:
+        sys.path.pop(0)
+    rc = train_generator.main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path}", "--benchmark-steps", "2",
+                               "--benchmark-warmup", "1"])
+    assert rc == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("BENCHMARK_JSON ")][0]
+    result = json.loads(line.split(" ", 1)[1])
+    assert result["steps"] == 2 and result["steps_per_s"] > 0 and result["device"] == "cpu x1"
+    assert list(tmp_path.iterdir()) == []  # a benchmark writes nothing
+
+
+# -------------------------------------------------------------------------------------------------- DDP
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg_args, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    t = GANTrainer(load_gan_config(TINY, cfg_args), progress=False)
+    t.train()
+    state = {f"{name}.{k}": v.clone() for name, sd in _states(t).items() for k, v in sd.items()}
+    state["path_length_mean"] = t.path_length_mean.clone()
+    torch.save(state, Path(out_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_keep_the_models_identical(tmp_path):
+    args = [f"experiment.out_dir={tmp_path}", "experiment.name=ddp", "train.max_steps=3", "train.log_every=1",
+            "train.save_every=3", "train.sample_every=100", "train.d_reg_every=2"]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), args, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    ck = torch.load(tmp_path / "ddp" / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["training"]["world_size"] == 2 and ck["training"]["global_batch"] == 8
+    torch.manual_seed(0)  # the trainer's initialisation (experiment.seed 0)
+    init = Generator(32, 32, 2, 1, channel_max=32).state_dict()
+    assert not torch.equal(r0["g.conv1.conv.weight"], init["conv1.conv.weight"])  # it trained
+    recs = _records(tmp_path / "ddp")
+    assert [r["step"] for r in recs] == [1, 2, 3] and all(math.isfinite(r["d_loss"]) for r in recs)
+
+
+# ------------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_training_runs(tmp_path):
+    t = GANTrainer(_cfg(tmp_path, "experiment.device=cuda", "train.amp=bf16", "train.channels_last=true",
+                        "train.max_steps=4", "train.log_every=1", "data.preload=true"), progress=False)
+    t.train()
+    for r in _records(t.run_dir):
+        assert all(math.isfinite(r[k]) for k in ("d_loss", "g_loss", "path_loss"))
+    g, _, _ = load_generator(t.ckpt_dir / "latest.pt")
+    for k, v in t.g_ema.state_dict().items():
+        assert torch.equal(g.state_dict()[k], v.cpu()), k
