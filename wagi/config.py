@@ -251,7 +251,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         raise ConfigError("encoder.n_iters", f"'{cfg.encoder.kind}' encoders run one step; set n_iters: 1")
     if cfg.encoder.n_iters < 1:
         raise ConfigError("encoder.n_iters", "must be >= 1")
-    for r in cfg.fusion.resolutions:
+    for r in (cfg.fusion.resolutions if cfg.fusion.kind != "none" else []):
         if r < 4 or r >= cfg.generator.size or r & (r - 1):
             raise ConfigError("fusion.resolutions",
                               f"{r} is not a feature resolution of a size-{cfg.generator.size} SWAGAN "

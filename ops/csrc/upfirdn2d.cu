@@ -199,7 +199,9 @@ bool launch_tiled(const scalar_t* x, const at::opmath_type<scalar_t>* k, scalar_
   while (bx > 1 && bx / 2 >= groups_x) bx /= 2;
   int by = kTileThreadsY;
   while (by > 1 && by / 2 >= groups_y) by /= 2;
-  const int bz = static_cast<int>(std::min<int64_t>(std::max(1, kBlockThreads / (bx * by)), g.planes));
+  constexpr int64_t kMaxBlockZ = 64;  // CUDA's limit on blockDim.z
+  const int bz = static_cast<int>(
+      std::min<int64_t>(std::min<int64_t>(std::max(1, kBlockThreads / (bx * by)), kMaxBlockZ), g.planes));
   const int tile_w = (bx - 1) * SX + WX;
   const int tile_h = (by - 1) * SY + WY;
   const size_t smem = static_cast<size_t>(bz) * tile_w * tile_h * sizeof(acc_t);

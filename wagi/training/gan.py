@@ -159,6 +159,13 @@ def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
     return int.from_bytes(digest, "little") >> 1  # torch seeds must fit in a signed 64-bit integer
 
 
+def _channels_last_(module: nn.Module) -> None:
+    """channels_last for the 4-D parameters only (modulated conv weights are 5-D and stay as they are)."""
+    for p in module.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+
+
 class StepRandom:
     """The random streams of one training step, reseeded from ``(seed, step, rank)`` at every step.
 
@@ -417,8 +424,8 @@ class GANTrainer:
         self.D = Discriminator(gc.size, dcfg.channel_multiplier, channel_max=dcfg.channel_max).to(self.device)
         self.G.set_fused_modconv(tc.fused_modconv)
         if tc.channels_last:
-            self.G.to(memory_format=torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
+            _channels_last_(self.G)
+            _channels_last_(self.D)
         self.g_ema = copy.deepcopy(self.G).eval()
         for p in self.g_ema.parameters():
             p.requires_grad_(False)
