@@ -560,4 +560,4 @@ class Discriminator(nn.Module):
         stddev = stddev.repeat(group, 1, height, width)
         out = torch.cat([out, stddev], 1)
         out = self.final_conv(out)
-        return self.final_linear(out.view(batch, -1))
+        return self.final_linear(out.reshape(batch, -1))
