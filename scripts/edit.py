@@ -32,31 +32,16 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import EditOptions, build_edit, load_latents, name_key, parse_layer_range, render_edits
 from wagi.editing.latents import LatentFileError
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport, ProtectedPaths, find_images,
                           iter_batches, save_image, save_strip)
+from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CKPT = REPO / "pretrained" / "demo" / "wagi.pt"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it (shorter messages)."""
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return str(path)
+DEFAULT_CKPT = DEMO_CKPT
 NUMERIC_LIST_FLAGS = ("--strengths",)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 def _join_numeric_lists(argv: Sequence[str]) -> List[str]:
@@ -89,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     src.add_argument("--latents", nargs="+", metavar="FILE", help="saved W+ codes (.pt/.npy/.npz, see invert.py)")
-    p.add_argument("--ckpt", type=Path, default=None, help=f"WaGI model checkpoint (default {_shown(DEFAULT_CKPT)})")
+    p.add_argument("--ckpt", type=Path, default=None, help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
     p.add_argument("--direction", required=True, metavar="KIND:SPEC", help="see the list below")
     p.add_argument("--strengths", default=None,
                    help="comma-separated strengths (default -3,0,3; 0,0.5,1 for mapper and HFGI GANSpace edits)")
@@ -99,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fusion", action="store_true", help="do not re-apply the wavelet fusion to edited images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--policy", choices=POLICIES, default="center_crop", help="how non-square images are fitted")
     p.add_argument("--seed", type=int, default=0, help="seed of GANSpace / StyleCLIP sampling")
     p.add_argument("--pca-samples", type=int, default=10_000, help="mapped samples for GANSpace PCA")
@@ -113,17 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_ckpt(arg: Optional[Path]) -> Path:
-    if arg is None:
-        if not DEFAULT_CKPT.is_file():
-            raise FileNotFoundError(f"no --ckpt given and the demo model {_shown(DEFAULT_CKPT)} does not "
-                                    "exist yet; pass --ckpt PATH to a WaGI model checkpoint")
-        return DEFAULT_CKPT
-    if not arg.is_file():
-        raise FileNotFoundError(f"--ckpt {arg}: no such file")
-    return arg
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(_join_numeric_lists(sys.argv[1:] if argv is None else argv))
     def fail(message: str) -> int:
@@ -135,8 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         strengths = parse_strengths(args.strengths) if args.strengths is not None else None
         layer_range = parse_layer_range(args.layers) if args.layers else None
-        device = _device(args.device)
-        ckpt = _resolve_ckpt(args.ckpt)
+        device = resolve_device(args.device)
+        ckpt = resolve_checkpoint(args.ckpt, DEFAULT_CKPT)
     except (ValueError, FileNotFoundError) as err:
         return fail(str(err))
     try:

@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
-from wagi.inference import PROJECT_ROOT, describe_device, invert_folder, log_stderr, resolve_device  # noqa: E402
+from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
+from wagi.inference import PROJECT_ROOT, invert_folder, log_stderr  # noqa: E402
 from wagi.metrics import (DEFAULT_EVAL_SIZE, PerceptualMetrics, check_report_outputs,  # noqa: E402
                           evaluate_folders, markdown_report, write_report)
 
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-weights", type=Path, default=None, metavar="P",
                    help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

@@ -17,6 +17,7 @@ import torch
 from torchvision.utils import save_image
 
 from wagi.checkpoint import CheckpointError, LATENT_AVG_SAMPLES, LATENT_AVG_SEED, load_generator
+from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.models.swagan import Generator
 
 RANDOM_GENERATOR_SIZE = 64
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of a checkpoint that is not plain data (can run code from it)")
     args = p.parse_args(argv)
@@ -50,10 +51,11 @@ def main(argv=None) -> int:
     if args.out.exists() and not args.overwrite:
         print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 1
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
     if args.ckpt is not None:
         try:

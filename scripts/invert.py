@@ -31,8 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport,  # noqa: E402
                           OutputExistsError, find_images)
+from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
 from wagi.inference import (DEFAULT_OUTPUT, DEMO_CKPT, EXAMPLES_DIR, LATENT_FORMATS,  # noqa: E402
-                            log_stderr, describe_device, invert_folder, resolve_device)
+                            invert_folder, log_stderr, resolve_checkpoint, shown_path)
 
 DEFAULT_CKPT = DEMO_CKPT
 DEFAULT_INPUT = EXAMPLES_DIR
@@ -57,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="DIR",
                    help=f"output folder (default: {DEFAULT_OUTPUT})")
     p.add_argument("--ckpt", type=Path, default=None, metavar="PATH",
-                   help=f"WaGI model checkpoint (default: the bundled demo model {DEFAULT_CKPT})")
+                   help=f"WaGI model checkpoint (default: the bundled demo model {shown_path(DEFAULT_CKPT)})")
     p.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH, metavar="N",
                    help=f"images per model call (default {DEFAULT_BATCH}; the last batch may be smaller)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto: CUDA when available, else CPU")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="CPU threads for PyTorch (default: PyTorch's choice)")
@@ -90,17 +91,10 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    ckpt = args.ckpt if args.ckpt is not None else Path(DEFAULT_CKPT)
-    if not ckpt.is_file():
-        if args.ckpt is None:
-            _error(f"no --ckpt given and the bundled demo model {ckpt} does not exist yet; "
-                   "pass --ckpt PATH to a WaGI model checkpoint")
-        else:
-            _error(f"checkpoint not found: {ckpt}")
-        return 2
     try:
+        ckpt = resolve_checkpoint(args.ckpt, DEFAULT_CKPT)
         device = resolve_device(args.device)
-    except ValueError as err:
+    except (FileNotFoundError, ValueError) as err:
         _error(str(err))
         return 2
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,21 +38,15 @@ from tqdm import tqdm
 from wagi.checkpoint import load_generator
 from wagi.data.demo_faces import (SUPPORTED_SIZES, TEST_SEED_OFFSET, face_tensor, render_from_attributes,
                                   sample_attributes)
+from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import (LatentFileError, attribute_value, fit_boundary, labels_array, load_latents, name_key,
                           read_labels, save_boundary)
+from wagi.fileio import atomic_write
 from wagi.imageio import POLICIES, ImageIOError, LoadReport, find_images, iter_batches
+from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CKPT = REPO / "pretrained" / "demo" / "wagi.pt"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it (shorter messages)."""
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return str(path)
+DEFAULT_CKPT = DEMO_CKPT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_mutually_exclusive_group()
     model.add_argument("--ckpt", type=Path, default=None,
-                       help=f"WaGI model checkpoint (default {_shown(DEFAULT_CKPT)})")
+                       help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
     model.add_argument("--generator", type=Path, default=None,
                        help="generator checkpoint; only with --latents (fixes n_latent and D)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -82,32 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--policy", choices=POLICIES, default="center_crop")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --report files")
     return p
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _positive_rule(attribute: str, labels: np.ndarray, chosen_ratio: float) -> str:
@@ -223,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.batch_size < 1:
         return fail(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
-        device = _device(args.device)
+        device = resolve_device(args.device)
     except ValueError as err:
         return fail(str(err))
 
@@ -239,12 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             generator, _, _ = load_generator(args.generator)
             model, n_latent, style_dim, source = None, generator.n_latent, generator.style_dim, str(args.generator)
         else:
-            ckpt = args.ckpt or DEFAULT_CKPT
-            if not ckpt.is_file():
-                raise FileNotFoundError(
-                    f"--ckpt {ckpt}: no such file" if args.ckpt else
-                    f"no --ckpt given and the demo model {_shown(DEFAULT_CKPT)} does not exist yet; "
-                    "pass --ckpt PATH to a WaGI model checkpoint")
+            ckpt = resolve_checkpoint(args.ckpt, DEFAULT_CKPT)
             model = WaGI.load(ckpt).to(device).eval()
             n_latent, style_dim, source = model.n_latent, model.generator.style_dim, str(ckpt)
     except Exception as err:  # missing or unreadable checkpoint: one line, exit 2
@@ -274,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "source": "demo" if args.demo else ("images" if args.images else "latents"),
               "chosen_ratio": args.chosen_ratio, "split_ratio": args.split_ratio, "C": args.C, "seed": args.seed,
               "failed": failures, "seconds": round(time.time() - t0, 2), **fit}
-    _write_json(report_path, report)
+    atomic_write(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     val = f"{fit['val_acc']:.3f}" if fit["val_acc"] is not None else "n/a"
     print(f"boundary {tuple(direction.shape)} for {report['positive']} from {len(codes)} codes "
           f"({fit['n_pos']} positive, {fit['n_neg']} negative): train acc {fit['train_acc']:.3f}, val acc {val} "

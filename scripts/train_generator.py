@@ -33,7 +33,7 @@ def _export(args, cfg) -> int:
 
     from wagi.checkpoint import CheckpointError
     from wagi.training.gan import export_generator
-    from wagi.training.trainer import CHECKPOINT_DIR, LATEST
+    from wagi.training.common import CHECKPOINT_DIR, LATEST
 
     src = args.checkpoint
     if src is None:

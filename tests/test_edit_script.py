@@ -1,41 +1,30 @@
 """scripts/edit.py and scripts/train_boundary.py end to end on a tiny saved WaGI model."""
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from wagi.config import load_config
+from tests.helpers import load_script, tiny_wagi
 from wagi.editing import LevelsMapper
 from wagi.imageio import load_image
 from wagi.models.wagi import WaGI
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
 SIZE, STYLE_DIM, N_LATENT = 32, 32, 6
 PAD = 2  # save_strip's default padding
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EDIT = _script("edit")
-TRAIN = _script("train_boundary")
+EDIT = load_script("edit")
+TRAIN = load_script("train_boundary")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("edit")
-    torch.manual_seed(0)
-    model = WaGI.from_config(load_config(str(REPO / "configs" / "tiny_test.yaml"), ["fusion.kind=wavelet"])).eval()
+    model = tiny_wagi("fusion.kind=wavelet")
     with torch.no_grad():
         for gate in model.fusion.gates.values():
             gate.fill_(0.7)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from wagi.models import backbones as bb
@@ -11,7 +10,6 @@ from wagi.models.encoders import (
     build_encoder,
     latent_resolutions,
     psp_encoder_keys_to_wagi,
-    restyle_invert,
     style_split,
 )
 
@@ -374,53 +372,3 @@ def test_e4e_progressive_stage():
     assert torch.equal(out[:, 5:], full[:, :1].expand(1, 7, 16))
     with pytest.raises(ValueError, match="progressive_stage"):
         enc.set_progressive_stage(12)
-
-
-# ------------------------------------------------------------------------------------------------
-# ReStyle iterations
-
-
-def _linear_generator(n_latent, style_dim, size, seed=0):
-    a = torch.randn(n_latent * style_dim, 3 * size * size, generator=torch.Generator().manual_seed(seed)) * 0.1
-
-    def generator_fn(w):
-        return (w.flatten(1) @ a).view(-1, 3, size, size)
-
-    return generator_fn
-
-
-def test_restyle_invert_accumulates_encoder_outputs():
-    torch.manual_seed(0)
-    enc = build_encoder("restyle", "small", n_latent=4, image_size=32, style_dim=8).eval()
-    gen = _linear_generator(4, 8, size=64)  # generator output twice the encoder size: area-pooled to 32
-    x = torch.randn(2, 3, 32, 32)
-    latent_avg = torch.randn(4, 8)
-    avg_image = gen(latent_avg[None])[0]
-    with torch.no_grad():
-        res = restyle_invert(enc, gen, x, latent_avg, avg_image, n_iters=3)
-        assert len(res.latents) == len(res.images) == 3
-        step0 = latent_avg + enc(torch.cat([x, F.avg_pool2d(avg_image, 2).expand(2, 3, 32, 32)], dim=1))
-        assert torch.equal(res.latents[0], step0)
-        for t in range(1, 3):
-            delta = enc(torch.cat([x, F.avg_pool2d(res.images[t - 1], 2)], dim=1))
-            assert torch.equal(res.latents[t], res.latents[t - 1] + delta)
-            assert delta.abs().amin() > 0  # each step really moves the latent
-        for w, y in zip(res.latents, res.images):
-            assert torch.equal(y, gen(w)) and y.shape == (2, 3, 64, 64)
-
-
-def test_restyle_invert_detach_and_errors():
-    enc = build_encoder("restyle", "small", n_latent=4, image_size=32, style_dim=8)
-    gen = _linear_generator(4, 8, size=32)
-    x = torch.randn(2, 3, 32, 32)
-    avg = torch.zeros(3, 32, 32)
-    attached = restyle_invert(enc, gen, x, torch.zeros(8), avg, n_iters=2)
-    (g,) = torch.autograd.grad(attached.latents[1].sum(), attached.latents[0])
-    assert g.abs().sum() > 0  # step 2 depends on step 1 through both the latent and the image
-    detached = restyle_invert(enc, gen, x, torch.zeros(8), avg, n_iters=2, detach_steps=True)
-    (g,) = torch.autograd.grad(detached.latents[1].sum(), detached.latents[0], allow_unused=True)
-    assert g is None
-    with pytest.raises(ValueError, match="n_iters"):
-        restyle_invert(enc, gen, x, torch.zeros(8), avg, n_iters=0)
-    with pytest.raises(ValueError, match="input_nc=6"):
-        restyle_invert(build_encoder("psp", "small", 4, image_size=32), gen, x, torch.zeros(8), avg)

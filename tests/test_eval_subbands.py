@@ -1,11 +1,9 @@
 import csv
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.badfiles import make_corpus
-from wagi.config import load_config
+from tests.helpers import ROOT, load_script
 from wagi.imageio import find_images, load_image
 from wagi.metrics import index_by_key
 from wagi.models.wagi import WaGI
@@ -21,31 +19,13 @@ from wagi.wavelets import dwt, idwt, merge_bands, split_bands
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 HH_STEP = 8  # 8-bit levels: each pixel of a 2x2 block moves by +-HH_STEP, its HH coefficient by 2*HH_STEP
 OFFSET = 6  # 8-bit levels added to every pixel
 UNIT = 2.0 / 255.0  # one 8-bit level in [-1, 1] units
 NAMES = ["a0", "a1", "sub/a2", "sub/a3", "sub/deep/a4"]
 
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ev = _load_script("eval_subbands")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = WaGI.from_config(load_config(ROOT / "configs" / "tiny_test.yaml")).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model.save(path)
-    return path
+ev = load_script("eval_subbands")
 
 
 def _save(arr, path):
@@ -181,16 +161,16 @@ def test_bad_corpus_each_bad_file_named(tmp_path, capsys):
     assert res["methods"]["m"]["mean"]["MSE"] == 0.0
 
 
-def test_ckpt_inverts_then_evaluates(tmp_path, ckpt, capsys):
+def test_ckpt_inverts_then_evaluates(tmp_path, tiny_ckpt, capsys):
     gt = tmp_path / "gt"
     for i, name in enumerate(["p", "q", "sub/r"]):
         _save(_gt(i, 40, 48), gt / f"{name}.png")  # non-square: center-cropped for both steps
     out = tmp_path / "eval"
-    args = ["--gt", str(gt), "--ckpt", f"tiny={ckpt}", "--size", str(SIZE), "--out", str(out), "--no-progress",
+    args = ["--gt", str(gt), "--ckpt", f"tiny={tiny_ckpt}", "--size", str(SIZE), "--out", str(out), "--no-progress",
             "--device", "cpu", "--batch-size", "2"]
     assert ev.main(args) == 0
     recon_dir = out / "recon" / "tiny"
-    model = WaGI.load(ckpt).eval()
+    model = WaGI.load(tiny_ckpt).eval()
     x = torch.stack([load_image(gt / n, SIZE) for n in ("p.png", "q.png", "sub/r.png")])
     with torch.inference_mode():
         recon, _, _ = model.invert(x)

@@ -1,5 +1,4 @@
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,39 +10,21 @@ import torch
 from PIL import Image
 
 from tests.badfiles import make_corpus
-from wagi.config import load_config
+from tests.helpers import ROOT, load_script
 from wagi.imageio import load_image
 from wagi.models.wagi import WaGI
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # configs/tiny_test.yaml
 N_LATENT, STYLE_DIM = 6, 32
 
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-invert = _load_script("invert")
+invert = load_script("invert")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = WaGI.from_config(load_config(ROOT / "configs" / "tiny_test.yaml")).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return WaGI.load(ckpt).eval()
+def model(tiny_ckpt):
+    return WaGI.load(tiny_ckpt).eval()
 
 
 def _write_good(root):
@@ -65,14 +46,14 @@ def _snapshot(root):
             and os.access(p, os.R_OK)}
 
 
-def test_invert_folder_with_bad_corpus(tmp_path, ckpt, capsys):
+def test_invert_folder_with_bad_corpus(tmp_path, tiny_ckpt, capsys):
     inp = tmp_path / "in"
     good_rels = _write_good(inp)
     good, bad = make_corpus(str(inp / "corpus"))
     before = _snapshot(inp)
     out = tmp_path / "out"
     folder_bad = [p for p in bad if os.path.isdir(p)]  # folder scans skip folders: name it as an input
-    rc = invert.main(["--input", str(inp), *folder_bad, "--output", str(out), "--ckpt", str(ckpt), "--device", "cpu",
+    rc = invert.main(["--input", str(inp), *folder_bad, "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
                       "--batch-size", "4", "--save-latents", "pt", "--side-by-side", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1
@@ -105,11 +86,11 @@ def test_invert_folder_with_bad_corpus(tmp_path, ckpt, capsys):
     assert "device cpu" in captured.out and "ops implementation: ref" in captured.out
 
 
-def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, ckpt, capsys):
+def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, tiny_ckpt, capsys):
     inp = tmp_path / "in"
     rels = _write_good(inp)
     out = tmp_path / "out"
-    args = ["--input", str(inp), "--output", str(out), "--ckpt", str(ckpt), "--device", "cpu", "--save-latents", "npy", "--no-progress"]
+    args = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy", "--no-progress"]
     assert invert.main(args) == 0
     first = out / "a.png"
     first.write_bytes(b"stale")  # a damaged earlier output
@@ -129,7 +110,7 @@ def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, c
 
     # Writing into the input folder: a .png input would be its own output; refused even with --overwrite.
     before = _snapshot(inp)
-    rc = invert.main(["--input", str(inp), "--output", str(inp), "--ckpt", str(ckpt), "--device", "cpu", "--overwrite", "--no-progress"])
+    rc = invert.main(["--input", str(inp), "--output", str(inp), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--overwrite", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1
     assert all(_digest(p) == before[p][0] and p.stat().st_mtime_ns == before[p][1] for p in before)
@@ -137,11 +118,11 @@ def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, c
     assert captured.err.count("refusing to write an output onto the input image") == 1  # a.png only
 
 
-def test_latent_bundle_matches_direct_inversion(tmp_path, ckpt, model, capsys):
+def test_latent_bundle_matches_direct_inversion(tmp_path, tiny_ckpt, model, capsys):
     inp = tmp_path / "in"
     rels = _write_good(inp)
     out = tmp_path / "out"
-    rc = invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(ckpt), "--device", "cpu", "--save-latents", "npy",
+    rc = invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy",
                       "--latents-bundle", "--batch-size", "2", "--no-progress"])
     assert rc == 0
     with np.load(out / "latents.npz", allow_pickle=False) as bundle:
@@ -156,14 +137,14 @@ def test_latent_bundle_matches_direct_inversion(tmp_path, ckpt, model, capsys):
     expected = ((recon[2].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
     assert np.abs(saved - expected).max() <= 0.5 + 1e-3  # the file is the reconstruction, rounded to 8 bit
     # An existing bundle stops a second run before any work, unless --overwrite.
-    again = ["--input", str(inp), "--output", str(out), "--ckpt", str(ckpt), "--device", "cpu", "--save-latents", "npy",
+    again = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy",
              "--latents-bundle", "--no-progress"]
     bundle_bytes = (out / "latents.npz").read_bytes()
     assert invert.main(again) == 2
     assert "latents.npz: latent bundle exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "latents.npz").read_bytes() == bundle_bytes
     assert invert.main(again + ["--overwrite"]) == 0
-    assert invert.main(["--input", str(inp), "--output", str(tmp_path / "o2"), "--ckpt", str(ckpt), "--device", "cpu",
+    assert invert.main(["--input", str(inp), "--output", str(tmp_path / "o2"), "--ckpt", str(tiny_ckpt), "--device", "cpu",
                         "--save-latents", "pt", "--latents-bundle", "--no-progress"]) == 0
     bundle_pt = torch.load(tmp_path / "o2" / "latents.pt", weights_only=True)
     names_pt, w_pt = bundle_pt["names"], bundle_pt["w_plus"]
@@ -187,19 +168,19 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-def test_no_images_exit_2(tmp_path, ckpt, capsys):
+def test_no_images_exit_2(tmp_path, tiny_ckpt, capsys):
     (tmp_path / "empty").mkdir()
-    assert invert.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--ckpt", str(ckpt), "--device", "cpu"]) == 2
+    assert invert.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--ckpt", str(tiny_ckpt), "--device", "cpu"]) == 2
     assert "holds no image files" in capsys.readouterr().err
 
 
-def test_cli_exit_status(tmp_path, ckpt):
+def test_cli_exit_status(tmp_path, tiny_ckpt):
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(inp / "ok.png")
     (inp / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "invert.py"), "--input", str(inp),
-                           "--output", str(tmp_path / "out"), "--ckpt", str(ckpt), "--device", "cpu", "--threads", "1"],
+                           "--output", str(tmp_path / "out"), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--threads", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "done 1, failed 1, skipped (output exists) 0" in proc.stdout

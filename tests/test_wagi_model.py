@@ -1,21 +1,14 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from wagi.config import load_config
+from tests.helpers import tiny_wagi
 from wagi.models.wagi import WaGI
-
-TINY = "configs/tiny_test.yaml"
-
-
-def _model(*overrides):
-    torch.manual_seed(0)
-    cfg = load_config(TINY, list(overrides))
-    return WaGI.from_config(cfg).eval()
 
 
 @pytest.mark.parametrize("kind,iters", [("restyle", 2), ("psp", 1), ("e4e", 1)])
 def test_invert_shapes_and_latent_count(kind, iters):
-    m = _model(f"encoder.kind={kind}", f"encoder.n_iters={iters}")
+    m = tiny_wagi(f"encoder.kind={kind}", f"encoder.n_iters={iters}")
     x = torch.rand(3, 3, 48, 48) * 2 - 1  # any size: resized to the generator's
     with torch.no_grad():
         recon, w, extras = m.invert(x)
@@ -25,7 +18,7 @@ def test_invert_shapes_and_latent_count(kind, iters):
 
 
 def test_restyle_steps_accumulate_from_latent_avg():
-    m = _model()
+    m = tiny_wagi()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         steps = m.encode(x, return_steps=True)
@@ -38,8 +31,29 @@ def test_restyle_steps_accumulate_from_latent_avg():
         torch.testing.assert_close(m.encode(x), w1)
 
 
+def test_restyle_steps_pool_generator_images_to_the_encoder_size():
+    # 64 px generator, 32 px encoder: x, G(latent_avg) and every step's image are 2x2-block averaged.
+    m = tiny_wagi("generator.size=64", "encoder.n_iters=3")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    xe = F.avg_pool2d(x, 2)
+    with torch.no_grad():
+        steps = m.encode(x, return_steps=True)
+        assert len(steps) == 3
+        avg_image = F.avg_pool2d(m.decode(m.latent_avg[None]), 2).expand(2, -1, -1, -1)
+        assert torch.equal(steps[0][0], m.latent_avg + m.encoder(torch.cat([xe, avg_image], dim=1)))
+        for t in range(1, 3):
+            delta = m.encoder(torch.cat([xe, F.avg_pool2d(steps[t - 1][1], 2)], dim=1))
+            assert torch.equal(steps[t][0], steps[t - 1][0] + delta)
+            assert delta.abs().amin() > 0  # each step really moves the latent
+        for w, img in steps:
+            assert img.shape == (2, 3, 64, 64) and torch.equal(img, m.decode(w))
+    steps = m.encode(x, return_steps=True)
+    (g,) = torch.autograd.grad(steps[1][0].sum(), steps[0][0])
+    assert g.abs().sum() > 0  # step 2 depends on step 1 through both the latent and the image
+
+
 def test_fused_invert_equals_plain_at_init_and_save_load_roundtrip(tmp_path):
-    m = _model("fusion.kind=wavelet")
+    m = tiny_wagi("fusion.kind=wavelet")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         recon, w, extras = m.invert(x)
@@ -60,7 +74,7 @@ def test_fused_invert_equals_plain_at_init_and_save_load_roundtrip(tmp_path):
 
 
 def test_edit_direction_and_strengths():
-    m = _model("fusion.kind=wavelet")
+    m = tiny_wagi("fusion.kind=wavelet")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     d = torch.randn(32)
     with torch.no_grad():

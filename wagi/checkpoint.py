@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
+from wagi.fileio import atomic_write
 from wagi.models.swagan import WAVELET_CHANNELS, Generator, default_channels
 
 PathLike = Union[str, os.PathLike]
@@ -91,38 +91,15 @@ def _namespaces_to_dicts(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- save / load
 def save_checkpoint(obj: Any, path: PathLike, plain_only: bool = True) -> Path:
-    """Write ``obj`` with ``torch.save`` atomically: temp file in the same folder, fsync, ``os.replace``.
+    """Write ``obj`` with ``torch.save`` atomically (:func:`wagi.fileio.atomic_write`).
 
     A reader (or a run killed mid-write) sees either the old file or the complete new one. With
     ``plain_only`` the object is first checked with :func:`check_plain`, so that every saved file
     loads with ``weights_only=True``. Returns the final path.
     """
-    path = Path(path)
     if plain_only:
         check_plain(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform / file system
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = False) -> Any:

@@ -14,7 +14,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -265,17 +265,25 @@ def _check_consistency(cfg: WaGIConfig) -> None:
             raise ConfigError(f"loss.wavelet_cfg.band_weights.{band}", "bands are LL, LH, HL, HH")
 
 
-def from_dict(data: Dict[str, Any], check_paths: bool = True) -> WaGIConfig:
-    """Validate a nested dict and return the config object."""
+def validate_config(schema, data: Optional[Dict[str, Any]], check_consistency: Callable[[Any], None],
+                    check_paths: bool = True):
+    """Build the dataclass ``schema`` from a nested dict (``None``: the defaults), then run its cross-key
+    rules ``check_consistency`` and, with ``check_paths``, check that the path keys that must exist do.
+    Raises :class:`ConfigError` naming the first bad key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("", f"a config must be a mapping at the top level, got {type(data).__name__}")
-    cfg = _build(WaGIConfig, data)
-    _check_consistency(cfg)
+    cfg = _build(schema, data)
+    check_consistency(cfg)
     if check_paths:
         _check_paths(cfg)
     return cfg
+
+
+def from_dict(data: Dict[str, Any], check_paths: bool = True) -> WaGIConfig:
+    """Validate a nested dict and return the config object."""
+    return validate_config(WaGIConfig, data, _check_consistency, check_paths)
 
 
 def to_dict(cfg: WaGIConfig) -> Dict[str, Any]:
@@ -317,9 +325,9 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (),
-                check_paths: bool = True) -> WaGIConfig:
-    """Read, override and validate a config. ``path=None`` starts from the defaults."""
+def read_config_data(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """The nested dict of a YAML config file (``path=None``: empty) with ``section.key=value`` overrides
+    applied; not validated yet (see :func:`validate_config`)."""
     data: Dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -329,8 +337,13 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError("", f"{path} is not valid YAML: {e}") from None
-    data = apply_overrides(data, overrides)
-    return from_dict(data, check_paths=check_paths)
+    return apply_overrides(data, overrides)
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (),
+                check_paths: bool = True) -> WaGIConfig:
+    """Read, override and validate a config. ``path=None`` starts from the defaults."""
+    return from_dict(read_config_data(path, overrides), check_paths=check_paths)
 
 
 def save_config(cfg: WaGIConfig, path: Union[str, Path]) -> None:

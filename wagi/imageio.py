@@ -56,7 +56,7 @@ Size
     alpha: a box filter), which makes big photos several times faster to load.
 
 Saving
-    :func:`save_image` writes atomically (temporary file in the same folder, then ``os.replace``),
+    :func:`save_image` writes atomically (:func:`wagi.fileio.atomic_write`),
     creates parent folders, refuses to replace an existing file unless ``overwrite=True`` (the
     ``--overwrite`` flag of the scripts), and refuses to write onto any input image.
 """
@@ -65,7 +65,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import secrets
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -78,6 +77,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.utils import make_grid
+
+from wagi.fileio import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -779,22 +780,8 @@ def save_image(
     if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(f"{path}: output file exists; pass --overwrite to replace it")
     img = tensor_to_pil(x)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
-    try:
-        # os.open with 0o666 lets the umask set the final permissions, as for any new file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt, **options)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: img.save(f, format=fmt, **options))
     return path
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from wagi.checkpoint import save_checkpoint
+from wagi.fileio import atomic_write
 from wagi.imageio import (ImageIOError, ImageItem, LoadReport, OutputExistsError, POLICIES, ProtectedPaths, as_item,
                           iter_batches, save_image, save_strip)
 
@@ -58,68 +58,37 @@ BUNDLE_STEM = "latents"
 BUNDLE_EXT = {"pt": ".pt", "npy": ".npz"}  # .npy holds one array; the bundle also needs the names
 
 
+def shown_path(path: PathLike) -> str:
+    """``path`` relative to the project root when it lies inside it (shorter messages), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return os.fspath(path)
+
+
+def resolve_checkpoint(path: Optional[PathLike], default: PathLike = DEMO_CKPT) -> Path:
+    """The WaGI model file a script uses: ``path``, or ``default`` (the bundled demo model) when none is given.
+
+    Raises ``FileNotFoundError`` with one line saying which file is missing and what to pass instead.
+    """
+    if path is None:
+        if not Path(default).is_file():
+            raise FileNotFoundError(f"no --ckpt given and the demo model {shown_path(default)} does not exist yet; "
+                                    "pass --ckpt PATH to a WaGI model checkpoint")
+        return Path(default)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return Path(path)
+
+
 def log_stderr(message: str) -> None:
     # tqdm.write keeps an active progress bar intact below the message.
     tqdm.write(message, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------
-# Devices
+# Latent files
 # --------------------------------------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    """``'auto'`` (CUDA when available, else CPU), ``'cpu'`` or ``'cuda'``; ``ValueError`` if CUDA is asked
-    for but unavailable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
-def describe_device(device: torch.device) -> str:
-    """One line: the device (with the card's name on CUDA) and which custom-op implementation runs there."""
-    what = str(device)
-    if device.type == "cuda":
-        what += f" ({torch.cuda.get_device_name(device)})"
-    else:
-        what += f" ({torch.get_num_threads()} threads)"
-    try:
-        from wagi.ops import active_impl
-
-        impl = active_impl(device)
-    except Exception as err:  # a broken ops install must not stop inversion on the reference path
-        impl = f"unknown ({type(err).__name__}: {err})"
-    return f"device {what}, ops implementation: {impl}"
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic file writes and latent files
-# --------------------------------------------------------------------------------------------
-def write_bytes_atomic(path: PathLike, data: bytes, overwrite: bool = False) -> str:
-    """Write ``data`` to ``path`` through a hidden temporary file and ``os.replace`` (creates parents).
-
-    Raises :class:`OutputExistsError` if ``path`` exists and not ``overwrite``."""
-    path = os.fspath(path)
-    if os.path.lexists(path) and not overwrite:
-        raise OutputExistsError(f"{path}: output file exists; pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
@@ -133,7 +102,8 @@ def save_latent(w: torch.Tensor, path: PathLike, overwrite: bool = False) -> str
     if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(f"{path}: output file exists; pass --overwrite to replace it")
     if path.endswith(".npy"):
-        return write_bytes_atomic(path, _npy_bytes(w.numpy()), overwrite=True)
+        atomic_write(path, _npy_bytes(w.numpy()))
+        return path
     if path.endswith(".pt"):
         return os.fspath(save_checkpoint(w, path))
     raise ValueError(f"{path}: latent files end with .pt or .npy")
@@ -150,7 +120,8 @@ def save_latent_bundle(names: Sequence[str], w_plus: torch.Tensor, path: PathLik
     if path.endswith(".npz"):
         buf = io.BytesIO()
         np.savez(buf, names=np.array(list(names), dtype=np.str_), w_plus=w_plus.numpy())
-        return write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+        atomic_write(path, buf.getvalue())
+        return path
     if path.endswith(".pt"):
         return os.fspath(save_checkpoint({"names": list(names), "w_plus": w_plus}, path))
     raise ValueError(f"{path}: latent bundles end with .pt or .npz")

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from wagi.fileio import atomic_write
 from wagi.imageio import (ImageItem, ImageLoadError, InputNotFoundError, LoadReport, OutputExistsError,
                           find_images, load_image)
 from wagi.wavelets import HIGH_BANDS, dwt, split_bands, subband_mse
@@ -675,7 +676,7 @@ def write_report(ev: Evaluation, out_dir: PathLike, overwrite: bool = False,
 
     Refuses (:class:`OutputExistsError`, before writing anything) when one exists and not ``overwrite``.
     The example figure is left out, with one line, when no image was compared for every method."""
-    from wagi.inference import log_stderr, write_bytes_atomic
+    from wagi.inference import log_stderr
 
     log = log or log_stderr
     out_dir = os.fspath(out_dir)
@@ -694,8 +695,11 @@ def write_report(ev: Evaluation, out_dir: PathLike, overwrite: bool = False,
         contents["subbands_example.png"] = plot_subband_example(ev, key)
     else:
         log("subbands_example.png not written: no image was compared for every method")
-    return {name: write_bytes_atomic(os.path.join(out_dir, name), data, overwrite=overwrite)
-            for name, data in contents.items()}
+    written = {}
+    for name, data in contents.items():
+        written[name] = os.path.join(out_dir, name)
+        atomic_write(written[name], data)
+    return written
 
 
 def check_report_outputs(out_dir: PathLike, overwrite: bool) -> None:

@@ -41,6 +41,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from wagi.fileio import atomic_write
+
 DEMO_FACES_VERSION = 1  # bump when a change to the renderer changes any image of a given seed
 TRAIN_SEED_END = 1_000_000  # training seeds are [0, TRAIN_SEED_END)
 TEST_SEED_OFFSET = TRAIN_SEED_END  # held-out seeds start here: disjoint from training
@@ -980,10 +982,9 @@ def _write_one(job: Tuple[str, int, int, int]) -> Dict[str, Any]:
     out_dir, index, seed, size = job
     attrs = sample_attributes(random.Random(seed))
     img = render_from_attributes(attrs, size)
-    path = os.path.join(out_dir, demo_file_name(index))
-    tmp = os.path.join(out_dir, f".{demo_file_name(index)}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)  # atomic: a killed run never leaves a truncated PNG under the final name
+    # Atomic: a killed run never leaves a truncated PNG under the final name. Not fsync'ed: the
+    # files are cheap to regenerate and a dataset holds many of them.
+    atomic_write(os.path.join(out_dir, demo_file_name(index)), lambda f: img.save(f, format="PNG"), durable=False)
     return {"file": demo_file_name(index), "seed": seed, "size": size, **attrs}
 
 
@@ -1032,11 +1033,8 @@ def write_demo_dataset(
                 bar.update(1)
     bar.close()
     if labels:
-        tmp = out / f".{LABELS_FILE}.tmp"
-        with open(tmp, "w") as f:
-            for rec in records:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
-        os.replace(tmp, out / LABELS_FILE)
+        atomic_write(out / LABELS_FILE, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records),
+                     durable=False)
     return paths
 
 

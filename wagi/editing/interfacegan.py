@@ -16,7 +16,6 @@ recognised as foreign by shape alone.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -24,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
 from .directions import LayerRange, restrict_layers
 
 PathLike = Union[str, os.PathLike]
@@ -137,20 +137,8 @@ def save_boundary(path: PathLike, direction: Tensor, overwrite: bool = False) ->
     path = Path(path)
     if path.suffix.lower() != ".npy":
         raise ValueError(f"{path}: boundaries are written as .npy files")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: output file exists; pass --overwrite to replace it")
     arr = torch.as_tensor(direction).detach().cpu().float().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False), overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------- fitting

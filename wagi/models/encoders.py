@@ -2,7 +2,7 @@
 
 Every encoder maps an image ``(N, input_nc, S, S)`` (S = ``image_size``, the size it was built for) to
 ``(N, n_latent, style_dim)`` DELTAS; the caller forms ``w_plus = latent_avg + E(x)`` (ReStyle: adds them to
-the previous step's latent, see :func:`restyle_invert`). ``n_latent`` is the generator's ``G.n_latent``
+the previous step's latent, see :meth:`wagi.models.wagi.WaGI.encode`). ``n_latent`` is the generator's ``G.n_latent``
 (SWAGAN: 12 at 256, 16 at 1024; StyleGAN2 would be 14 / 18), never ``2 * log2(size) - 2``.
 
 - ``psp``: :class:`GradualStyleEncoder`, one map2style block per entry; coarse / middle / fine entries read
@@ -23,7 +23,7 @@ State_dict names: ``backbone.*`` (pSp's ``input_layer`` / ``body`` or ReStyle's 
 from __future__ import annotations
 
 import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -321,91 +321,3 @@ def psp_encoder_keys_to_wagi(state_dict) -> dict:
     equal ``n_latent``.
     """
     return {("backbone." + k if k.startswith(_PSP_TRUNK_PREFIXES) else k): v for k, v in state_dict.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# ReStyle iterations
-
-
-class ReStyleOutput(NamedTuple):
-    """``latents[t]``: ``(N, n_latent, style_dim)`` after step t+1; ``images[t]``: ``generator_fn(latents[t])``
-    at the generator's resolution ``(N, 3, H, W)``."""
-
-    latents: List[torch.Tensor]
-    images: List[torch.Tensor]
-
-
-def resize_to_encoder(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-average resize to ``size x size`` (ReStyle's ``face_pool``); identity when already that size."""
-    if tuple(image.shape[-2:]) == (size, size):
-        return image
-    return F.adaptive_avg_pool2d(image, (size, size))
-
-
-def _as_batch(t: torch.Tensor, n: int, dims: int, what: str) -> torch.Tensor:
-    while t.dim() < dims:
-        t = t.unsqueeze(0)
-    if t.dim() != dims or t.shape[0] not in (1, n):
-        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected {dims - 1} trailing dims with batch 1 or {n}")
-    return t.expand(n, *t.shape[1:])
-
-
-def restyle_step(encoder: nn.Module, x: torch.Tensor, latent: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-    """One ReStyle step: ``latent + encoder(cat([x, resize(current)]))``.
-
-    x ``(N, 3, S, S)`` at the encoder size S, latent ``(N, n_latent, style_dim)``, current the current
-    reconstruction ``(N, 3, H, W)`` (any H, area-resized to S). Returns the new latent.
-    """
-    size = encoder.image_size
-    inp = torch.cat([x, resize_to_encoder(current, size).to(x.dtype)], dim=1)
-    return latent + encoder(inp)
-
-
-def restyle_invert(
-    encoder: nn.Module,
-    generator_fn,
-    x: torch.Tensor,
-    latent_avg: torch.Tensor,
-    avg_image: torch.Tensor,
-    n_iters: int = 5,
-    detach_steps: bool = False,
-) -> ReStyleOutput:
-    """ReStyle's iterative refinement with any 6-channel encoder.
-
-    Step 0: ``w_1 = latent_avg + E(cat([x, avg_image]))``; step t >= 1: ``w_{t+1} = w_t + E(cat([x, y_t]))`` with
-    ``y_t = generator_fn(w_t)`` area-resized to the encoder size; ``n_iters`` steps in all.
-
-    Args:
-        encoder: built with ``input_nc = 6`` (e.g. ``build_encoder('restyle', ...)``), has ``image_size`` S.
-        generator_fn: ``w_plus (N, n_latent, style_dim) -> image (N, 3, H, W)``, e.g.
-            ``lambda w: G([w], input_is_latent=True, randomize_noise=False)[0]``.
-        x: target images ``(N, 3, S, S)``.
-        latent_avg: ``(n_latent, style_dim)``, ``(style_dim,)`` (broadcast to all entries) or with batch 1 or N.
-        avg_image: ``generator_fn(latent_avg)``, ``(3, H, W)`` or with batch 1 or N (any H).
-        n_iters: number of steps K >= 1.
-        detach_steps: detach ``w_t`` and ``y_t`` before step t+1, as ReStyle trains (each step's loss then
-            reaches the encoder only through that step's output; summing the K losses and calling backward once
-            gives ReStyle's accumulated gradients).
-    Returns:
-        :class:`ReStyleOutput` with the K latents ``w_1..w_K`` and images ``y_1..y_K``.
-    """
-    if n_iters < 1:
-        raise ValueError(f"n_iters must be >= 1, got {n_iters}")
-    if getattr(encoder, "input_nc", None) != RESTYLE_INPUT_NC:
-        raise ValueError(f"restyle_invert needs an encoder with input_nc={RESTYLE_INPUT_NC} (cat([x, x_hat])), "
-                         f"got input_nc={getattr(encoder, 'input_nc', None)}")
-    n = x.shape[0]
-    if latent_avg.dim() == 1:
-        latent_avg = latent_avg.unsqueeze(0).expand(encoder.n_latent, -1)
-    latent = _as_batch(latent_avg.to(x), n, 3, "latent_avg")
-    current = _as_batch(avg_image.to(x), n, 4, "avg_image")
-    latents: List[torch.Tensor] = []
-    images: List[torch.Tensor] = []
-    for _ in range(n_iters):
-        if detach_steps:
-            latent, current = latent.detach(), current.detach()
-        latent = restyle_step(encoder, x, latent, current)
-        current = generator_fn(latent)
-        latents.append(latent)
-        images.append(current)
-    return ReStyleOutput(latents, images)

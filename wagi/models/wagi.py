@@ -111,15 +111,23 @@ class WaGI(nn.Module):
         cur = self.average_image(x.shape[0]).to(x.dtype) if current is None else resize(current, self.encoder_input_size)
         return torch.cat([xe, cur], dim=1)
 
+    def encoder_step(self, x: torch.Tensor, w: torch.Tensor, current: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One encoder pass: ``w + E(encoder_input(x, current))``, w+ ``(N, n_latent, D)``.
+
+        psp / e4e: ``w`` is ``latent_avg`` and ``current`` unused. ReStyle: ``w`` is the previous step's
+        latent and ``current`` its image (``None``: the average image, step 0).
+        """
+        return w + self.encoder(self.encoder_input(x, current))
+
     def encode(self, x: torch.Tensor, return_steps: bool = False) -> Union[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """w+ (N, n_latent, D) of images ``x``; with ``return_steps`` a list of (w+_t, x̂_t) per ReStyle step."""
         avg = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
         if self.encoder_kind != "restyle":
-            w = avg + self.encoder(self.encoder_input(x))
+            w = self.encoder_step(x, avg)
             return [(w, self.decode(w))] if return_steps else w
         w, current, steps = avg, None, []
         for _ in range(self.n_iters):
-            w = w + self.encoder(self.encoder_input(x, current))
+            w = self.encoder_step(x, w, current)
             if return_steps or len(steps) < self.n_iters - 1:
                 current = self.decode(w)
                 steps.append((w, current))

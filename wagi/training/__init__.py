@@ -1,4 +1,5 @@
 """Training of WaGI encoders and fusion modules (``scripts/train.py``)."""
-from .trainer import Trainer, TrainingStopped
+from .common import TrainingStopped
+from .trainer import Trainer
 
 __all__ = ["Trainer", "TrainingStopped"]

@@ -36,16 +36,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import json
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -62,17 +59,10 @@ from ..checkpoint import (
 )
 from ..models.swagan import Discriminator, Generator
 from . import data as D
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .common import (CHECKPOINT_DIR, RunLogger, TrainingStopped, resolve_resume, rng_state, save_and_prune,
+                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
-from .trainer import (
-    CHECKPOINT_DIR,
-    LATEST,
-    TrainingStopped,
-    _rng_state,
-    _set_rng_state,
-    resolve_device,
-    seed_everything,
-)
 
 Tensor = torch.Tensor
 PathLike = Union[str, os.PathLike]
@@ -304,46 +294,7 @@ class PreloadedImages:
         return self.images.index_select(0, idx).float().div_(UINT8_MAX / 2).sub_(1.0)
 
 
-# ---------------------------------------------------------------------------------------------- logging
-
-
-class RunLogger:
-    """metrics.jsonl (one JSON record per line: kind, step, time, values) and TensorBoard, main rank only."""
-
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.run_dir, self.enabled = run_dir, enabled
-        self._writer = None
-
-    @property
-    def writer(self):
-        if self._writer is None and self.enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # TensorBoard is optional at run time; metrics.jsonl is always written
-                self._writer = False
-        return self._writer or None
-
-    def log(self, kind: str, step: int, values: Mapping[str, float]) -> None:
-        if not self.enabled:
-            return
-        rec = {"kind": kind, "step": step, "time": time.time(), **values}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if self.writer is not None:
-            for k, v in values.items():
-                self.writer.add_scalar(f"{kind}/{k}", v, step)
-
-    def image(self, tag: str, grid: Tensor, step: int) -> None:
-        if self.enabled and self.writer is not None:
-            self.writer.add_image(tag, grid, step)
-
-    def close(self) -> None:
-        if self._writer:
-            self._writer.flush()
-            self._writer.close()
-        self._writer = None
+# ------------------------------------------------------------------------------------- checkpoint state
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -358,22 +309,6 @@ def _to_cpu(obj: Any) -> Any:
 
 def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def _replace_with_link(src: Path, dst: Path) -> None:
-    """Make ``dst`` a hard link to (or, where links fail, a copy of) ``src``, atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -398,10 +333,7 @@ class GANTrainer:
                  dist_info: Optional[DistInfo] = None, write: bool = True):
         self.cfg = cfg
         ec, gc, dcfg, tc = cfg.experiment, cfg.generator, cfg.discriminator, cfg.train
-        self.device = resolve_device(ec.device)
-        self.dist = dist_info or init_distributed(self.device.type)
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
+        self.device, self.dist = training_device(ec.device, dist_info)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
         self.write = write
@@ -441,7 +373,7 @@ class GANTrainer:
         self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
         self.cards: List[str] = []  # the devices this run has trained on (for the model manifest)
 
-        resume_path = self._resolve_resume(resume)
+        resume_path = resolve_resume(resume, self.ckpt_dir)
         if resume_path is not None:
             self._load_training_state(resume_path)
 
@@ -487,17 +419,6 @@ class GANTrainer:
             return f"{torch.cuda.get_device_name(self.device)} x{self.dist.world_size}"
         return f"cpu x{self.dist.world_size}"
 
-    def _resolve_resume(self, resume: Optional[str]) -> Optional[Path]:
-        if resume is None:
-            return None
-        if resume == "auto":
-            p = self.ckpt_dir / LATEST
-            return p if p.exists() else None
-        p = Path(resume)
-        if not p.exists():
-            raise FileNotFoundError(f"--resume: {resume} does not exist")
-        return p
-
     @staticmethod
     def _requires_grad(module: nn.Module, flag: bool) -> None:
         for p in module.parameters():
@@ -512,7 +433,7 @@ class GANTrainer:
 
     def training_state(self) -> Dict[str, Any]:
         return {"step": self.step, "path_length_mean": self.path_length_mean.detach().cpu().clone(),
-                "rng": _rng_state(), "world_size": self.dist.world_size, "global_batch": self.global_batch,
+                "rng": rng_state(), "world_size": self.dist.world_size, "global_batch": self.global_batch,
                 "kimg": self.step * self.global_batch / 1000.0, "max_steps": self.max_steps,
                 "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
 
@@ -531,18 +452,14 @@ class GANTrainer:
         """
         if not (self.dist.is_main and self.write):
             return None
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        path = self.ckpt_dir / f"step_{self.step:07d}.pt"
-        save_generator(path, self.g_ema, self.latent_avg(), config=gan_to_dict(self.cfg), kind=CHECKPOINT_KIND,
-                       discriminator=dict(self.D.config), g=_cpu_state(self.G), d=_cpu_state(self.D),
-                       g_optim=_to_cpu(self.g_optim.state_dict()), d_optim=_to_cpu(self.d_optim.state_dict()),
-                       training=self.training_state())
-        _replace_with_link(path, self.ckpt_dir / LATEST)
-        keep = self.cfg.train.keep_checkpoints
-        olds = sorted(self.ckpt_dir.glob("step_*.pt"))
-        for old in olds[:-keep] if keep > 0 else []:
-            old.unlink(missing_ok=True)
-        return path
+
+        def write(path: Path) -> None:
+            save_generator(path, self.g_ema, self.latent_avg(), config=gan_to_dict(self.cfg), kind=CHECKPOINT_KIND,
+                           discriminator=dict(self.D.config), g=_cpu_state(self.G), d=_cpu_state(self.D),
+                           g_optim=_to_cpu(self.g_optim.state_dict()), d_optim=_to_cpu(self.d_optim.state_dict()),
+                           training=self.training_state())
+
+        return save_and_prune(write, self.ckpt_dir, step_checkpoint_name(self.step), self.cfg.train.keep_checkpoints)
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -565,7 +482,7 @@ class GANTrainer:
         self.path_length_mean.copy_(tr["path_length_mean"])
         self.wall_time_s = float(tr.get("wall_time_s", 0.0))
         self.cards = list(tr.get("cards", []))
-        _set_rng_state(tr["rng"])
+        set_rng_state(tr["rng"])
         if self.dist.is_main:
             note = ""
             if int(tr.get("world_size", 1)) != self.dist.world_size:

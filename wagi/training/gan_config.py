@@ -12,24 +12,21 @@ regularisation, EMA, speed switches, logging). Every key is documented in
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import yaml
-
 from ..config import (
     ConfigError,
     ExperimentConfig,
-    _build,
-    _check_paths,
     _choice,
     _path,
     all_keys,
-    apply_overrides,
+    read_config_data,
     save_config,
+    to_dict,
+    validate_config,
 )
 from .data import TRAIN_DEMO_SEEDS
 
@@ -168,35 +165,18 @@ def _check_consistency(cfg: GANConfig) -> None:
 
 def gan_from_dict(data: Optional[Dict[str, Any]], check_paths: bool = True) -> GANConfig:
     """Validate a nested dict and return the config object."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("", f"a config must be a mapping at the top level, got {type(data).__name__}")
-    cfg = _build(GANConfig, data)
-    _check_consistency(cfg)
-    if check_paths:
-        _check_paths(cfg)
-    return cfg
+    return validate_config(GANConfig, data, _check_consistency, check_paths)
 
 
 def gan_to_dict(cfg: GANConfig) -> Dict[str, Any]:
     """Plain nested dict (YAML/JSON/checkpoint-safe)."""
-    return dataclasses.asdict(cfg)
+    return to_dict(cfg)
 
 
 def load_gan_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (),
                     check_paths: bool = True) -> GANConfig:
     """Read, override and validate a generator-training config. ``path=None`` starts from the defaults."""
-    data: Dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("", f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError("", f"{path} is not valid YAML: {e}") from None
-    return gan_from_dict(apply_overrides(data, overrides), check_paths=check_paths)
+    return gan_from_dict(read_config_data(path, overrides), check_paths=check_paths)
 
 
 def save_gan_config(cfg: GANConfig, path: Union[str, Path]) -> None:

@@ -17,45 +17,27 @@ and W processes with batch b follow one process with batch W·b.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import wavelets as wv
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import WaGIConfig, save_config, to_dict
+from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective, resize
 from ..models.wagi import WaGI
 from . import data as D
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from .common import (CHECKPOINT_DIR, RunLogger, TrainingStopped, resolve_resume, rng_state, save_and_prune,
+                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
-
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest.pt"
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on purpose (non-finite loss); the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("experiment.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
 
 def build_criterion(cfg: WaGIConfig) -> InversionCriterion:
     lc = cfg.loss
@@ -71,31 +53,6 @@ def build_criterion(cfg: WaGIConfig) -> InversionCriterion:
     )
 
 
-def _rng_state() -> Dict[str, Any]:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                      int(np_state[3]), float(np_state[4])],
-            "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
-    py = state["python"]
-    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
 class EncoderStep(nn.Module):
     """One ReStyle refinement step (or the single psp/e4e pass) and its loss; DDP wraps this module."""
 
@@ -105,7 +62,7 @@ class EncoderStep(nn.Module):
 
     def forward(self, x: torch.Tensor, w_prev: torch.Tensor, img_prev: Optional[torch.Tensor]):
         m = self.model
-        w = w_prev + m.encoder(m.encoder_input(x, img_prev))
+        w = m.encoder_step(x, w_prev, img_prev)
         img = m.decode(w)
         ls = self.loss_size
         loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
@@ -153,10 +110,7 @@ class Trainer:
     def __init__(self, cfg: WaGIConfig, resume: Optional[str] = None, progress: bool = True,
                  dist_info: Optional[DistInfo] = None):
         self.cfg = cfg
-        self.device = resolve_device(cfg.experiment.device)
-        self.dist = dist_info or init_distributed(self.device.type)
-        if self.device.type == "cuda" and self.dist.enabled:
-            self.device = torch.device("cuda", self.dist.local_rank)
+        self.device, self.dist = training_device(cfg.experiment.device, dist_info)
         self.progress = progress and self.dist.is_main
         self.run_dir = Path(cfg.experiment.out_dir) / cfg.experiment.name
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -174,7 +128,7 @@ class Trainer:
         self.step = 0
         self.best_val: Optional[float] = None
 
-        resume_path = self._resolve_resume(resume)
+        resume_path = resolve_resume(resume, self.ckpt_dir)
         if resume_path is not None:
             self._load_training_state(resume_path)
 
@@ -192,7 +146,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self._writer = None
+        self.logger = RunLogger(self.run_dir, self.dist.is_main)
         self._set_train_modes()
 
     # --------------------------------------------------------------------------------------- setup
@@ -235,17 +189,6 @@ class Trainer:
         self.model.encoder.load_state_dict(enc, strict=True)
         self.model.latent_avg.copy_(ckpt["latent_avg"].to(self.model.latent_avg))
 
-    def _resolve_resume(self, resume: Optional[str]) -> Optional[Path]:
-        if resume is None:
-            return None
-        if resume == "auto":
-            p = self.ckpt_dir / LATEST
-            return p if p.exists() else None
-        p = Path(resume)
-        if not p.exists():
-            raise FileNotFoundError(f"--resume: {resume} does not exist")
-        return p
-
     def _set_train_modes(self) -> None:
         """Trained modules in train mode; frozen ones in eval mode (their BatchNorm statistics stay fixed)."""
         m, tc = self.model, self.cfg.train
@@ -259,23 +202,16 @@ class Trainer:
 
     def training_state(self) -> Dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size}
+                "rng": rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size}
 
     def save(self, tag: Optional[str] = None) -> Optional[Path]:
         """Atomically write ``step_XXXXXXX.pt`` and ``latest.pt`` (main process only)."""
         if not self.dist.is_main:
             return None
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         ckpt = self.model.checkpoint_dict(training=self.training_state())
-        name = f"{tag}.pt" if tag else f"step_{self.step:07d}.pt"
-        path = self.ckpt_dir / name
-        save_checkpoint(ckpt, path)
-        save_checkpoint(ckpt, self.ckpt_dir / LATEST)
-        keep = self.cfg.train.keep_checkpoints
-        olds = sorted(self.ckpt_dir.glob("step_*.pt"))
-        for old in olds[:-keep] if keep > 0 else []:
-            old.unlink(missing_ok=True)
-        return path
+        name = f"{tag}.pt" if tag else step_checkpoint_name(self.step)
+        return save_and_prune(lambda path: save_checkpoint(ckpt, path), self.ckpt_dir, name,
+                              self.cfg.train.keep_checkpoints)
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -297,32 +233,15 @@ class Trainer:
         self.scheduler.load_state_dict(tr["scheduler"])
         self.step = int(tr["step"])
         self.best_val = tr.get("best_val")
-        _set_rng_state(tr["rng"])
+        set_rng_state(tr["rng"])
         if self.dist.is_main:
             print(f"resumed from {path} at step {self.step}")
 
     # ------------------------------------------------------------------------------------- logging
 
-    @property
-    def writer(self):
-        if self._writer is None and self.dist.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # tensorboard is optional at run time; metrics.jsonl is always written
-                self._writer = False
-        return self._writer or None
-
     def log(self, kind: str, values: Dict[str, float]) -> None:
-        if not self.dist.is_main:
-            return
-        rec = {"kind": kind, "step": self.step, "time": time.time(), **values}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        if self.writer is not None:
-            for k, v in values.items():
-                self.writer.add_scalar(f"{kind}/{k}", v, self.step)
+        """One metrics record at the current step (:class:`~wagi.training.common.RunLogger`)."""
+        self.logger.log(kind, self.step, values)
 
     def log_images(self, x: torch.Tensor, img: torch.Tensor) -> None:
         if not self.dist.is_main:
@@ -337,8 +256,7 @@ class Trainer:
         out = self.run_dir / "images"
         out.mkdir(exist_ok=True)
         save_image(grid, out / f"step_{self.step:07d}.png")
-        if self.writer is not None:
-            self.writer.add_image("train/input|recon|hf_error", grid, self.step)
+        self.logger.image("train/input|recon|hf_error", grid, self.step)
 
     # ------------------------------------------------------------------------------------ training
 
@@ -452,8 +370,7 @@ class Trainer:
                 barrier(self.dist)
         if pbar is not None:
             pbar.close()
-        if self._writer:
-            self._writer.flush()
+        self.logger.close()
         return last_logs
 
 
