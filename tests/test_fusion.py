@@ -61,12 +61,45 @@ def test_identity_transfer_restores_the_finest_details(gen):
 
 
 def test_aligner_is_identity_at_init_and_trainable():
-    al = ResidualAligner(4)
-    d, t = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
-    assert torch.equal(al(d, t), d)
-    loss = (al(d, t) - 0.5).pow(2).mean()
+    al = ResidualAligner(4, work_size=16)
+    d, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(al(d, t), d, atol=1e-5, rtol=0)
+    loss = (al(d, t) - d.roll(1, dims=-1)).abs().mean()
     loss.backward()
-    assert al.out.weight.grad.abs().sum() > 0
+    assert al.flow.weight.grad.abs().sum() > 0
+
+
+def test_aligner_warps_by_its_displacement_field():
+    """A constant displacement of one pixel (2/W in normalised units) shifts Δ by one pixel."""
+    al = ResidualAligner(4, work_size=16)
+    with torch.no_grad():
+        al.flow.bias.copy_(torch.tensor([2.0 / 32, 0.0]))
+    d = torch.randn(1, 3, 32, 32)
+    out = al(d, torch.zeros_like(d))
+    torch.testing.assert_close(out[..., :-1], d[..., 1:], atol=1e-5, rtol=0)
+    assert out[..., -1].abs().max() < 1e-6  # zeros flow in from outside
+
+
+def test_aligner_learns_to_undo_a_shift():
+    torch.manual_seed(0)
+    al = ResidualAligner(8, work_size=16)
+    opt = torch.optim.Adam(al.parameters(), lr=3e-3)
+    d = torch.nn.functional.avg_pool2d(torch.randn(4, 3, 34, 34), 3, 1)  # smooth maps, 32x32
+    shifted = torch.roll(d, 1, dims=-1)
+    first = None
+    for _ in range(60):
+        loss = (al(shifted, d) - d)[..., 2:-2].abs().mean()
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_level_width_halves_above_128():
+    from wagi.models.fusion import level_width
+
+    assert [level_width(64, r) for r in (32, 128, 256, 512)] == [64, 64, 32, 16]
 
 
 def test_random_perspective_is_seeded():

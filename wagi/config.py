@@ -75,6 +75,7 @@ class AlignerConfig:
     distortion_scale: float = 0.15         # RandomPerspective strength used to simulate edits
     aug_prob: float = 0.9
     width: int = 32
+    size: int = 256                        # resolution the aligner's U-Net works at (its flow is upsampled)
 
 
 @dataclass

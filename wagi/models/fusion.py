@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from .. import wavelets as wv
 
 N_HF = 9  # LH, HL, HH for 3 colour channels
+FULL_WIDTH_MAX_RES = 128  # fusion CNNs above this feature resolution halve their width per level (cost)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -64,6 +65,15 @@ def haar_pyramid(img: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
+def level_width(width: int, r: int) -> int:
+    """Channels of the fusion CNN at feature resolution r: ``width`` up to 128, halved per level above
+    (a 512² level at full width would cost more than the generator's last block)."""
+    w = width
+    while r > FULL_WIDTH_MAX_RES and w > 8:
+        w, r = w // 2, r // 2
+    return w
+
+
 class _LevelNet(nn.Module):
     """Per-resolution predictor: pyramid(Δ) ⊕ pyramid(x_ref) → 9 HF channels."""
 
@@ -80,15 +90,22 @@ class _LevelNet(nn.Module):
 
 
 class ResidualAligner(nn.Module):
-    """Move a distortion map Δ (N,3,S,S) onto a target image (N,3,S,S): a small U-Net, identity at init.
+    """Move a distortion map Δ (N,3,S,S) onto a target image (N,3,S,S) by warping it.
 
-    Output = Δ + U([Δ, target]); the last convolution is zero-initialised, so an untrained aligner passes
-    Δ through unchanged.
+    A small U-Net sees (Δ, target) resized to ``work_size`` and predicts a displacement field (N,2,a,a)
+    in normalised coordinates; the field is upsampled to S and Δ is resampled along it (bilinear).
+    Warping moves Δ's details without re-synthesising them, so their high frequencies survive, and the
+    network runs at a fixed small resolution whatever the output size (at 1024² it costs 1/16 of a
+    full-resolution U-Net). The last convolution is zero-initialised: an untrained aligner returns Δ
+    (up to resampling round-off, ~1e-6).
     """
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, work_size: int = 256):
         super().__init__()
+        if work_size < 16 or work_size % 4:
+            raise ValueError(f"aligner work_size must be a multiple of 4 and >= 16, got {work_size}")
         w = width
+        self.work_size = int(work_size)
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         self.enc1 = nn.Sequential(nn.Conv2d(6, w, 3, padding=1), act(), nn.Conv2d(w, w, 3, padding=1), act())
         self.enc2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), act(),
@@ -97,21 +114,34 @@ class ResidualAligner(nn.Module):
                                   nn.Conv2d(3 * w, 3 * w, 3, padding=1), act())
         self.dec2 = nn.Sequential(nn.Conv2d(5 * w, 2 * w, 3, padding=1), act())
         self.dec1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), act())
-        self.out = nn.Conv2d(w, 3, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.flow = nn.Conv2d(w, 2, 3, padding=1)
+        nn.init.zeros_(self.flow.weight)
+        nn.init.zeros_(self.flow.bias)
 
-    def forward(self, delta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def displacement(self, delta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Displacement field (N, 2, S, S) in normalised [-1, 1] units (x, y), as ``grid_sample`` reads it."""
         if delta.shape != target.shape:
             raise ValueError(f"aligner needs equal shapes, got {tuple(delta.shape)} and {tuple(target.shape)}")
-        if delta.shape[-1] % 4 or delta.shape[-2] % 4:
-            raise ValueError(f"aligner needs sizes divisible by 4, got {tuple(delta.shape[-2:])}")
-        e1 = self.enc1(torch.cat([delta, target], dim=1))
+        size = delta.shape[-1]
+        if delta.shape[-2] != size or size % 4:
+            raise ValueError(f"aligner needs square sizes divisible by 4, got {tuple(delta.shape[-2:])}")
+        a = min(self.work_size, size)
+        e1 = self.enc1(torch.cat([resize(delta, a), resize(target, a)], dim=1))
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
-        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="bilinear", align_corners=False), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="bilinear", align_corners=False), e1], 1))
-        return delta + self.out(d1)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+        flow = self.flow(d1)
+        return flow if a == size else F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
+
+    def forward(self, delta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        flow = self.displacement(delta, target)
+        n, _, h, w = delta.shape
+        ys = (torch.arange(h, device=delta.device, dtype=flow.dtype) * 2 + 1) / h - 1
+        xs = (torch.arange(w, device=delta.device, dtype=flow.dtype) * 2 + 1) / w - 1
+        base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
+        grid = base.unsqueeze(0) + flow.permute(0, 2, 3, 1)
+        return F.grid_sample(delta, grid.to(delta.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_perspective(x: torch.Tensor, distortion_scale: float, p: float,
@@ -144,7 +174,7 @@ class WaveletFusion(nn.Module):
         image_size: generator output size S.
         resolutions: feature resolutions r to fuse (each a power of two in [4, S/2]); the correction at r
             has shape (N, 9, r, r) and corresponds to the Haar details of a 2r x 2r image.
-        width: channels of each per-level CNN.
+        width: channels of each per-level CNN (see :func:`level_width` for levels above 128).
         source: ``'residual'`` (Δ = x − x̂0, default) or ``'input'`` (x itself).
         levels: Haar levels of the pyramid fed to each per-level CNN.
         gate_init: initial value of the per-channel gates (0 ⇒ output unchanged at init).
@@ -166,7 +196,7 @@ class WaveletFusion(nn.Module):
         self.source = source
         self.levels = levels
         in_ch = 2 * (3 + 9 * levels)
-        self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, width) for r in self.resolutions})
+        self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, level_width(width, r)) for r in self.resolutions})
         self.gates = nn.ParameterDict({str(r): nn.Parameter(torch.full((1, N_HF, 1, 1), float(gate_init)))
                                        for r in self.resolutions})
         self.aligner = aligner

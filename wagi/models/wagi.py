@@ -288,7 +288,7 @@ def build_fusion(cfg, generator: nn.Module) -> Optional[nn.Module]:
     fc = cfg.fusion
     if fc.kind == "none":
         return None
-    aligner = ResidualAligner(fc.aligner.width) if fc.aligner.enabled else None
+    aligner = ResidualAligner(fc.aligner.width, fc.aligner.size) if fc.aligner.enabled else None
     if fc.kind == "wavelet":
         return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
                              gate_init=fc.gate_init, aligner=aligner)
