@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from wagi import ops  # noqa: E402
+from wagi.devices import resolve_device  # noqa: E402
 
 
 def device_name(device: torch.device) -> str:
@@ -287,14 +288,16 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=None, help="generator sizes to run, e.g. 256,1024")
     p.add_argument("--json", default=None, help="write results here")
     args = p.parse_args(argv)
-    dev = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    device = torch.device(dev)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         p.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHES)}")
     results = {"device": device_name(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-               "ops_impl": ops.active_impl(device) if hasattr(ops, "active_impl") else "n/a", "results": {}}
+               "ops_impl": ops.active_impl(device), "results": {}}
     print(f"device: {results['device']}  torch {torch.__version__}")
     for n in names:
         kwargs = {}
