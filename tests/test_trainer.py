@@ -60,8 +60,15 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_checkpoint_is_weights_only_and_holds_config(tmp_path):
-    t = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=2", "train.val_every=2"), progress=False)
+    t = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=2", "train.val_every=2",
+                     "fusion.kind=wavelet"), progress=False)
     t.train()
+    from wagi.models.wagi import WaGI
+
+    loaded = WaGI.load(tmp_path / "tiny_test" / "checkpoints" / "latest.pt")  # what invert.py / edit.py do
+    assert loaded.fusion is None
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
     ck = torch.load(tmp_path / "tiny_test" / "checkpoints" / "latest.pt", weights_only=True)
     assert ck["training"]["step"] == 2 and ck["config"]["train"]["max_steps"] == 2
     assert (tmp_path / "tiny_test" / "config.yaml").exists()

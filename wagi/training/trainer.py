@@ -173,6 +173,7 @@ class Trainer:
             self._load_encoder(cfg.train.encoder_ckpt)
         if stage == "encoder" and m.fusion is not None:
             m.fusion = None  # the fusion module has no role in the encoder stage
+            m.config["fusion"]["kind"] = "none"  # so that its checkpoints load as encoder-only models
 
     def _load_encoder(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
