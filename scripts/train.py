@@ -32,9 +32,11 @@ def main(argv=None) -> int:
         return 2
     from wagi.training import Trainer, TrainingStopped
 
+    from wagi.checkpoint import CheckpointError
+
     try:
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

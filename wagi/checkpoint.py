@@ -117,9 +117,12 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ... here
-        if "Weights only load failed" not in str(err):
+        # Only a file that holds an unsupported class is worth loading with trust; anything else (an image,
+        # text, a truncated file) is simply not a checkpoint.
+        if "Weights only load failed" not in str(err) or not re.search(r"GLOBAL (\S+)", str(err)):
+            detail = "" if "Weights only load failed" in str(err) else f": {type(err).__name__}: {_first_line(err)}"
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another "
-                                  f"file type): {type(err).__name__}: {_first_line(err)}") from err
+                                  f"file type){detail}") from err
         if not trust:
             found = re.search(r"GLOBAL (\S+)", str(err))
             what = f"it contains {found.group(1)}" if found else "it uses pickle features beyond plain data"
