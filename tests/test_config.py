@@ -57,6 +57,15 @@ def test_consistency_rules():
         from_dict({})
 
 
+def test_non_positive_training_counts_are_named():
+    with pytest.raises(ConfigError, match=r"'train\.batch_size'.*>= 1"):
+        from_dict(_demo(train={"batch_size": 0}))
+    with pytest.raises(ConfigError, match=r"'train\.save_every'.*>= 1"):
+        from_dict(_demo(train={"save_every": 0}))
+    with pytest.raises(ConfigError, match=r"'train\.max_steps'.*>= 0"):
+        from_dict(_demo(train={"max_steps": -1}))
+
+
 def test_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("data:\n  demo: true\ntrain:\n  lr: 0.001\n")

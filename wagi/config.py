@@ -248,6 +248,13 @@ def _check_paths(obj, prefix: str = "") -> None:
 
 def _check_consistency(cfg: WaGIConfig) -> None:
     """Cross-key rules, each raising with the key that must change."""
+    tc = cfg.train
+    for key in ("batch_size", "log_every", "image_every", "val_every", "save_every"):
+        if getattr(tc, key) < 1:
+            raise ConfigError(f"train.{key}", f"must be >= 1, got {getattr(tc, key)}")
+    for key in ("max_steps", "keep_checkpoints"):
+        if getattr(tc, key) < 0:
+            raise ConfigError(f"train.{key}", f"must be >= 0, got {getattr(tc, key)}")
     if cfg.encoder.kind in ("psp", "e4e") and cfg.encoder.n_iters != 1:
         raise ConfigError("encoder.n_iters", f"'{cfg.encoder.kind}' encoders run one step; set n_iters: 1")
     if cfg.encoder.n_iters < 1:
