@@ -214,6 +214,48 @@ def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
     return rows
 
 
+DEMO_DIR = "pretrained/demo"
+DEMO_MODELS = ("wagi", "wavelet_restyle", "l2_restyle", "hfgi")
+
+
+def bench_demo(device: torch.device, quick: bool, models_dir: str = DEMO_DIR) -> List[Dict]:
+    """Inversion throughput of the bundled demo models (trained weights, fp32) on held-out demo faces at 128².
+
+    The whole ``model.invert`` call is timed (encoder passes, generator, fusion), images already in memory;
+    on the CPU with the threads torch uses (``torch.get_num_threads()``).
+    """
+    from pathlib import Path
+
+    from wagi.data.demo_faces import TEST_SEED_OFFSET, DemoFaceDataset
+    from wagi.models.wagi import WaGI
+
+    files = [(n, Path(models_dir) / f"{n}.pt") for n in DEMO_MODELS]
+    files = [(n, f) for n, f in files if f.is_file()]
+    if not files:
+        print(f"[demo] no bundled models in {models_dir}: skipped")
+        return []
+    batches = (1, 8) if quick else ((1, 16, 64) if device.type == "cpu" else (1, 16, 64, 256))
+    faces = DemoFaceDataset(max(batches), 128, seed_offset=TEST_SEED_OFFSET)
+    images = torch.stack([faces[i] for i in range(len(faces))]).to(device)
+    rows = []
+    for name, path in files:
+        model = WaGI.load(path).to(device).eval()
+        for batch in batches:
+            x = images[:batch]
+
+            def run():
+                with torch.no_grad():
+                    return model.invert(x)[0]
+
+            iters = 5 if device.type == "cpu" else 20
+            ms = time_fn(run, device, warmup=2, iters=iters)
+            rows.append({"bench": "demo", "model": name, "batch": batch, "size": model.image_size,
+                         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                         "ms_per_img": ms / batch, "images_per_s": 1000.0 * batch / ms})
+        del model
+    return rows
+
+
 def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
     """One optimisation step of the trainer's step modules at size² (batch 8), random weights."""
     from wagi.losses import InversionCriterion
@@ -261,7 +303,7 @@ def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
     return rows
 
 
-BENCHES = {"ops": bench_ops, "generator": bench_generator, "inversion": bench_inversion,
+BENCHES = {"demo": bench_demo, "ops": bench_ops, "generator": bench_generator, "inversion": bench_inversion,
            "train_step": bench_train_step}
 
 
@@ -287,6 +329,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small shapes (smoke run on CPU)")
     p.add_argument("--sizes", default=None, help="generator sizes to run, e.g. 256,1024")
     p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--models", default=DEMO_DIR, help="folder of the bundled demo models (bench 'demo')")
     args = p.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -301,6 +344,8 @@ def main(argv=None) -> int:
     print(f"device: {results['device']}  torch {torch.__version__}")
     for n in names:
         kwargs = {}
+        if n == "demo":
+            kwargs["models_dir"] = args.models
         if n == "generator" and args.sizes:
             kwargs["sizes"] = [int(s) for s in args.sizes.split(",")]
         rows = BENCHES[n](device, args.quick, **kwargs)

@@ -15,11 +15,34 @@ from pathlib import Path
 from wagi.data.demo_faces import SUPPORTED_SIZES, TEST_SEED_OFFSET, demo_grid, write_demo_dataset
 
 
+def write_cache(args) -> None:
+    """Render seeds [0, n) once, in parallel, into the file that ``data.preload`` + ``data.cache_file`` read."""
+    import time
+
+    from wagi.checkpoint import save_checkpoint
+    from wagi.data.demo_faces import DemoFaceDataset
+    from wagi.training.data import dataset_source, preload_images, read_image_cache
+
+    source = dataset_source(True, None, args.n, args.size)
+    if args.cache.exists() and not args.overwrite and read_image_cache(args.cache, source) is not None:
+        print(f"{args.cache} already holds these {args.n} faces")
+        return
+    t0 = time.perf_counter()
+    images = preload_images(DemoFaceDataset(args.n, args.size, seed_offset=0), args.workers, progress=False)
+    dt = time.perf_counter() - t0
+    save_checkpoint({"source": source, "images": images}, args.cache)
+    print(f"wrote {args.cache}: {args.n} faces at {args.size} px in {dt:.1f} s ({args.n / dt:.0f} faces/s, "
+          f"{args.workers} workers)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", type=Path, help="output directory for DIR/000000.png, ...")
     where.add_argument("--grid", type=Path, help="write one PNG grid of the n faces instead of files")
+    where.add_argument("--cache", type=Path,
+                       help="write the preload cache of the first n TRAINING faces (seeds 0..n-1) that "
+                            "data.cache_file of both trainers reads (uint8 tensor + source record)")
     ap.add_argument("--n", type=int, default=500, help="number of faces (default 500)")
     ap.add_argument("--size", type=int, default=128, choices=SUPPORTED_SIZES, help="resolution (default 128)")
     ap.add_argument("--seed-offset", type=int, default=TEST_SEED_OFFSET,
@@ -31,7 +54,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        if args.grid is not None:
+        if args.cache is not None:
+            write_cache(args)
+        elif args.grid is not None:
             if args.grid.exists() and not args.overwrite:
                 raise FileExistsError(f"{args.grid} already exists; pass --overwrite to replace it")
             args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,15 @@
 """Train a WaGI encoder (stage 'encoder') or fusion module (stage 'fusion') from a YAML config.
 
     python scripts/train.py --config configs/wagi_ffhq1024.yaml [--set key=value ...] [--resume PATH|auto]
+    python scripts/train.py --config ... --resume auto --time-limit 9   # stop and save after 9 minutes
     torchrun --nproc_per_node 2 scripts/train.py --config ...        # DDP: batch_size is per process
 
 The config is validated before any heavy work; the resolved config is saved in the run directory
-(experiment.out_dir/experiment.name) and in every checkpoint. Ctrl-C or a kill loses at most the steps since
-the last checkpoint: ``--resume auto`` continues from ``checkpoints/latest.pt`` exactly.
+(experiment.out_dir/experiment.name) and in every checkpoint. --time-limit or a first Ctrl-C / SIGTERM
+finishes the current step, writes a checkpoint and exits (0 for the time limit, 130 for a signal); a
+second signal interrupts at once, losing the steps since the last checkpoint. ``--resume auto`` continues
+exactly from ``checkpoints/latest.pt`` (a fresh run when there is none yet, so the same command line runs
+every slice).
 """
 import argparse
 import os
@@ -16,6 +20,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from wagi.config import ConfigError, load_config  # noqa: E402
 
+EXIT_CONFIG = 2
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 130
+SECONDS_PER_MINUTE = 60.0
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,31 +32,53 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.lr=2e-4 (repeatable)")
     p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     args = p.parse_args(argv)
+    if args.time_limit is not None and args.time_limit < 0:
+        p.error(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    from wagi.training import Trainer, TrainingStopped
-
+        return EXIT_CONFIG
     from wagi.checkpoint import CheckpointError
+    from wagi.training import Trainer
+    from wagi.training.distributed import cleanup
 
     try:
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
-        trainer.train()
+        return _train(args, trainer)
+    finally:
+        cleanup(trainer.dist)
+
+
+def _train(args, trainer) -> int:
+    from wagi.training import TrainingStopped
+    from wagi.training.common import LATEST
+
+    time_limit_s = None if args.time_limit is None else SECONDS_PER_MINUTE * args.time_limit
+    try:
+        trainer.train(time_limit_s=time_limit_s)
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
               f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    by_signal = (trainer.stop_reason or "").startswith("signal")
+    if not trainer.dist.is_main:
+        return EXIT_INTERRUPTED if by_signal else 0
+    if trainer.stop_reason is not None:
+        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {trainer.cfg.train.max_steps}; checkpoint "
+              f"{trainer.ckpt_dir / LATEST}; continue with the same --config/--set options and --resume auto")
+        return EXIT_INTERRUPTED if by_signal else 0
     print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
     return 0
 

@@ -107,3 +107,33 @@ def test_shipped_configs_validate():
         else:
             load_config(f, check_paths=False)
     assert 0 < n_gan < len(files)
+
+
+def test_demo_data_options_are_checked_by_key():
+    cfg = from_dict(_demo(data={"demo": True, "demo_images": 512, "preload": True, "cache_file": "runs/cache/x.pt"}))
+    assert cfg.data.demo_images == 512 and cfg.data.preload and cfg.data.cache_file == "runs/cache/x.pt"
+    default = from_dict(_demo())
+    assert default.data.demo_images is None and not default.data.preload and default.data.cache_file is None
+    # preloading needs a finite set: the error names the key to set
+    with pytest.raises(ConfigError, match=r"'data\.demo_images'.*preload"):
+        from_dict(_demo(data={"demo": True, "preload": True}))
+    with pytest.raises(ConfigError, match=r"'data\.demo_images'.*\[1, 1000000\]"):
+        from_dict(_demo(data={"demo": True, "demo_images": 0}))
+    with pytest.raises(ConfigError, match=r"'data\.demo_images'.*\[1, 1000000\]"):
+        from_dict(_demo(data={"demo": True, "demo_images": 1_000_001}))
+    with pytest.raises(ConfigError, match=r"'data\.demo_images'.*data\.demo: true"):
+        from_dict({"data": {"train_dir": str(ROOT), "demo_images": 10}})
+    with pytest.raises(ConfigError, match=r"'data\.demo_images'.*expected int"):
+        from_dict(_demo(data={"demo": True, "demo_images": 1.5}))
+    with pytest.raises(ConfigError, match=r"'data\.preload'.*true or false"):
+        from_dict(_demo(data={"demo": True, "preload": "yes"}))
+    # a folder is finite: preload needs no demo_images there, and the cache file need not exist yet
+    cfg = from_dict({"data": {"train_dir": str(ROOT), "preload": True, "cache_file": str(ROOT / "no" / "c.pt")}})
+    assert cfg.data.preload
+
+
+def test_head_channels_key():
+    assert from_dict(_demo()).encoder.head_channels is None
+    assert from_dict(_demo(encoder={"head_channels": 64})).encoder.head_channels == 64
+    with pytest.raises(ConfigError, match=r"'encoder\.head_channels'.*>= 1"):
+        from_dict(_demo(encoder={"head_channels": 0}))

@@ -71,6 +71,8 @@ def test_checkpoint_is_weights_only_and_holds_config(tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
     ck = torch.load(tmp_path / "tiny_test" / "checkpoints" / "latest.pt", weights_only=True)
     assert ck["training"]["step"] == 2 and ck["config"]["train"]["max_steps"] == 2
+    assert ck["training"]["cards"] == ["cpu x1"] and ck["training"]["wall_time_s"] > 0  # for the model manifest
+    assert ck["config"]["encoder"]["head_channels"] is None and ck["config"]["data"]["preload"] is False
     assert (tmp_path / "tiny_test" / "config.yaml").exists()
     val = [json.loads(ln) for ln in (tmp_path / "tiny_test" / "metrics.jsonl").read_text().splitlines()
            if '"val"' in ln]
@@ -121,6 +123,9 @@ def test_cli_reports_config_errors_by_key(tmp_path):
                         f"generator.ckpt={tmp_path}/missing.pt"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 2 and "generator.ckpt" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", TINY, "--set",
+                        "data.preload=true"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "data.demo_images" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_missing_lpips_weights_fail_before_training(tmp_path, monkeypatch):

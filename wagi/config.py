@@ -36,6 +36,10 @@ def _choice(default, choices: Sequence[Any]):
     return field(default=default, metadata={"choices": tuple(choices)})
 
 
+# Demo training faces are seeds [0, 1e6); the held-out ones start at 1e6 (wagi.training.data, which this
+# module cannot import: the training package imports the config).
+MAX_DEMO_TRAIN_IMAGES = 1_000_000
+
 # ----------------------------------------------------------------------------------------------- schema
 
 
@@ -67,6 +71,7 @@ class EncoderConfig:
     input_size: int = 256                  # the encoder sees images resized to this
     n_iters: int = 5                       # ReStyle refinement steps (1 for psp / e4e)
     width: int = 16                        # 'small' backbone: stage widths (w, 2w, 4w, 8w)
+    head_channels: Optional[int] = None    # map2style width; None: style_dim (ir_se50/resnet34), 8w (small)
 
 
 @dataclass
@@ -116,10 +121,13 @@ class DataConfig:
     train_dir: Optional[str] = _path(None)
     test_dir: Optional[str] = _path(None)
     demo: bool = False                     # procedural demo faces instead of folders
+    demo_images: Optional[int] = None      # demo training faces: seeds [0, demo_images); None: [0, 1e6)
     demo_test_size: int = 64               # held-out demo images for validation (seeds from 1e6)
     image_size: int = 256
     hflip: bool = True
     workers: int = 2
+    preload: bool = False                  # render/decode the training set once, uint8 on the training device
+    cache_file: Optional[str] = _path(None, must_exist=False)  # .pt cache of the preloaded images
 
 
 @dataclass
@@ -266,6 +274,20 @@ def _check_consistency(cfg: WaGIConfig) -> None:
                               f"(powers of two from 4 to {cfg.generator.size // 2})")
     if not cfg.data.demo and cfg.train.max_steps > 0 and cfg.data.train_dir is None:
         raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
+    dc = cfg.data
+    if dc.demo_images is not None:
+        if not dc.demo:
+            raise ConfigError("data.demo_images", "only applies to the demo faces (data.demo: true); set it to null")
+        if not 1 <= dc.demo_images <= MAX_DEMO_TRAIN_IMAGES:
+            raise ConfigError("data.demo_images", f"must be in [1, {MAX_DEMO_TRAIN_IMAGES}] (the demo training "
+                                                  f"seeds), got {dc.demo_images}")
+    if dc.preload and dc.demo and dc.demo_images is None:
+        raise ConfigError("data.demo_images", "data.preload needs a finite training set: set data.demo_images "
+                                              "(the number of demo faces to render once), or data.preload: false")
+    if dc.workers < 0:
+        raise ConfigError("data.workers", f"must be >= 0, got {dc.workers}")
+    if cfg.encoder.head_channels is not None and cfg.encoder.head_channels < 1:
+        raise ConfigError("encoder.head_channels", f"must be >= 1 or null, got {cfg.encoder.head_channels}")
     if cfg.train.stage == "fusion" and cfg.fusion.kind == "none":
         raise ConfigError("fusion.kind", "stage 'fusion' needs a fusion kind ('wavelet' or 'feature')")
     for band in cfg.loss.wavelet_cfg.band_weights:

@@ -230,7 +230,7 @@ class WaGI(nn.Module):
         elif load_weights and ec.weights:
             enc_kwargs["weights"] = ec.weights  # loaded strictly, with a report of ignored keys
         encoder = build_encoder(ec.kind, ec.backbone, generator.n_latent, image_size=ec.input_size,
-                                style_dim=gc.style_dim, **enc_kwargs)
+                                style_dim=gc.style_dim, head_channels=ec.head_channels, **enc_kwargs)
         fusion = build_fusion(cfg, generator)
         return cls(generator, encoder, latent_avg, encoder_kind=ec.kind, n_iters=ec.n_iters,
                    encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg))
@@ -265,15 +265,38 @@ def _generator_from_config(cfg_dict: Dict[str, Any]) -> nn.Module:
     return generator
 
 
+# The generator.* keys that fix the architecture; a checkpoint that records its own config must agree on them.
+GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max")
+
+
+def check_generator_config(gc, carried: Optional[Dict[str, Any]], source) -> None:
+    """Raise ``ValueError`` naming the first ``generator.<key>`` (:data:`GENERATOR_CONFIG_KEYS`) whose value in
+    ``gc`` (a :class:`wagi.config.GeneratorConfig`) differs from the config ``carried`` by the checkpoint
+    ``source`` (project GAN checkpoints, exported generator files and WaGI models store it as plain data;
+    None or a config without a ``generator`` section: nothing to check)."""
+    theirs = carried.get("generator") if isinstance(carried, dict) else None
+    if not isinstance(theirs, dict):
+        return
+    for key in GENERATOR_CONFIG_KEYS:
+        if key in theirs and theirs[key] != getattr(gc, key):
+            raise ValueError(f"generator.{key} is {getattr(gc, key)!r} in this config but {theirs[key]!r} in the "
+                             f"config stored in {source}; set generator.{key}: {theirs[key]!r}")
+
+
 def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.Tensor] = None):
-    """Generator from ``cfg.generator``: loaded from ``ckpt`` when given (and ``load_weights``), else built."""
+    """Generator from ``cfg.generator``: loaded from ``ckpt`` when given (and ``load_weights``), else built.
+
+    A checkpoint that carries its config must agree with ``cfg.generator`` on the architecture keys
+    (:func:`check_generator_config`), so the config saved with the model rebuilds the same generator.
+    """
     from .swagan import Generator
 
     gc = cfg.generator
     if load_weights and gc.ckpt:
         from ..checkpoint import load_generator
 
-        generator, ckpt_avg, _ = load_generator(gc.ckpt, trust=gc.trust_checkpoint)
+        generator, ckpt_avg, info = load_generator(gc.ckpt, trust=gc.trust_checkpoint)
+        check_generator_config(gc, info.get("config"), gc.ckpt)
         if generator.size != gc.size:
             raise ValueError(f"generator.size is {gc.size} but {gc.ckpt} holds a size-{generator.size} SWAGAN")
         return generator, latent_avg if latent_avg is not None else ckpt_avg

@@ -11,11 +11,18 @@ Used by :class:`wagi.training.trainer.Trainer` (encoder / fusion runs) and
 
 RNG state (:func:`rng_state`) is plain data (tensors, numbers, lists), so checkpoints that hold it
 load with ``torch.load(weights_only=True)``.
+
+Both trainers run in time slices (:class:`StopControl`): ``train(time_limit_s=...)`` or a first SIGINT /
+SIGTERM ends the loop after the current step with a checkpoint, and the checkpoint's ``training`` entry
+records ``wall_time_s`` (seconds spent in ``train()``, summed over the slices) and ``cards``
+(:func:`device_name` of every machine the run trained on).
 """
 from __future__ import annotations
 
 import json
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -47,6 +54,13 @@ def training_device(name: str, dist_info: Optional[DistInfo] = None) -> Tuple[to
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     return device, dist
+
+
+def device_name(device: torch.device, world_size: int = 1) -> str:
+    """The card's name (or ``cpu``) and the process count, e.g. ``'NVIDIA H100 80GB HBM3 x1'``, ``'cpu x2'``."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x{world_size}"
+    return f"cpu x{world_size}"
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +124,65 @@ def save_and_prune(write: Callable[[Path], Any], ckpt_dir: Path, name: str, keep
     return path
 
 
+# ------------------------------------------------------------------------------------------ stopping
+
+
+class StopControl:
+    """Stopping a training loop on a time limit or a signal, on every rank at the same step.
+
+    Mixed into a trainer that has ``self.dist`` (:class:`DistInfo`) and ``self.device``. The loop calls
+    :meth:`_install_signal_handlers` when it starts (restoring the returned handlers when it ends) and
+    :meth:`_should_stop` after each step; when it returns True the loop writes a checkpoint and returns,
+    with ``stop_reason`` saying why (``'time limit'``, ``'signal SIGINT'``, ``'signal SIGTERM'`` or
+    ``'stop request'`` on the ranks that were told by another one).
+    """
+
+    stop_reason: Optional[str] = None
+
+    def device_name(self) -> str:
+        return device_name(self.device, self.dist.world_size)
+
+    def _should_stop(self, deadline: Optional[float], at_sync_point: bool) -> bool:
+        wanted = self.stop_reason is not None or (deadline is not None and time.monotonic() >= deadline)
+        if not self.dist.enabled:
+            if wanted and self.stop_reason is None:
+                self.stop_reason = "time limit"
+            return wanted
+        if not at_sync_point:  # ranks agree on stopping only where they synchronise anyway
+            return False
+        flag = torch.tensor(float(wanted), device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if float(flag) > 0 and self.stop_reason is None:
+            self.stop_reason = "time limit" if deadline is not None and time.monotonic() >= deadline else "stop request"
+        return float(flag) > 0
+
+    def _install_signal_handlers(self):
+        """First SIGINT / SIGTERM: finish the step, save, return; a second one interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            if self.stop_reason is not None:
+                raise KeyboardInterrupt
+            self.stop_reason = f"signal {signal.Signals(signum).name}"
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+
+def restore_signal_handlers(old: Mapping[int, Any]) -> None:
+    """Put back the handlers that :meth:`StopControl._install_signal_handlers` replaced."""
+    for sig, h in old.items():
+        signal.signal(sig, h)
+
+
+def deadline_after(time_limit_s: Optional[float]) -> Optional[float]:
+    """The ``time.monotonic()`` value at which a slice of ``time_limit_s`` seconds ends (None: no limit)."""
+    return None if time_limit_s is None else time.monotonic() + time_limit_s
+
+
 # --------------------------------------------------------------------------------------------- logging
 
 
@@ -154,6 +227,7 @@ class RunLogger:
 
 
 __all__ = [
-    "CHECKPOINT_DIR", "LATEST", "TrainingStopped", "training_device", "seed_everything", "rng_state",
-    "set_rng_state", "step_checkpoint_name", "resolve_resume", "save_and_prune", "RunLogger",
+    "CHECKPOINT_DIR", "LATEST", "TrainingStopped", "training_device", "device_name", "seed_everything",
+    "rng_state", "set_rng_state", "step_checkpoint_name", "resolve_resume", "save_and_prune", "StopControl",
+    "restore_signal_handlers", "deadline_after", "RunLogger",
 ]

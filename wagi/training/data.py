@@ -1,20 +1,32 @@
-"""Training data for WaGI: datasets from the config and a resumable, DDP-aware batch order.
+"""Training data for WaGI: datasets from the config, a resumable, DDP-aware batch order, and preloading.
 
 The order of training samples is a pure function of ``(seed, step)``: step s of epoch e uses the
 permutation drawn from ``seed + e``, global batch ``s mod batches_per_epoch``, and rank r takes slice r of
 that global batch. So a resumed run sees exactly the data an uninterrupted one would, and a run on W
 processes with batch b sees the same samples as one process with batch W·b. Per-sample augmentation
 seeds are drawn the same way (:func:`sample_seeds`).
+
+Preloading (both trainers' ``data.preload``): a finite training set is decoded (or rendered) once into a
+uint8 tensor ``(N, 3, S, S)`` kept on the training device, and each step gathers its batch there
+(:class:`PreloadedImages`, indexed by the same :class:`StepBatchSampler`), so no loader worker runs in
+the loop. ``data.cache_file`` keeps that tensor on disk together with a record of what it was built from
+(:func:`dataset_source`); a cache whose record differs is rebuilt (:func:`load_preloaded`).
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .distributed import DistInfo, barrier
+
 TRAIN_DEMO_SEEDS = 1_000_000   # demo training images use seeds [0, 1e6)
 TEST_DEMO_SEED_OFFSET = 1_000_000  # held-out demo images use seeds from 1e6 on
+UINT8_MAX = 255.0
+PRELOAD_BATCH = 64  # images decoded per loader batch while preloading
 
 
 class StepBatchSampler(Sampler[List[int]]):
@@ -64,12 +76,17 @@ def sample_seeds(seed: int, step: int, batch_size: int, rank: int = 0, world_siz
 
 
 def build_datasets(cfg) -> (Dataset, Optional[Dataset]):
-    """(train, test) datasets from ``cfg.data``; each item is a (3, S, S) tensor in [-1, 1]."""
+    """(train, test) datasets from ``cfg.data``; each item is a (3, S, S) tensor in [-1, 1].
+
+    Demo training faces are the seeds ``[0, data.demo_images)`` (null: ``[0, TRAIN_DEMO_SEEDS)``), the
+    held-out ones ``data.demo_test_size`` seeds from ``TEST_DEMO_SEED_OFFSET`` on.
+    """
     dc = cfg.data
     if dc.demo:
         from ..data.demo_faces import DemoFaceDataset
 
-        train = DemoFaceDataset(TRAIN_DEMO_SEEDS, dc.image_size, seed_offset=0)
+        n_train = TRAIN_DEMO_SEEDS if dc.demo_images is None else dc.demo_images
+        train = DemoFaceDataset(n_train, dc.image_size, seed_offset=0)
         test = DemoFaceDataset(dc.demo_test_size, dc.image_size, seed_offset=TEST_DEMO_SEED_OFFSET)
         return train, test
     from ..imageio import ImageFolderDataset
@@ -87,12 +104,106 @@ def collate_images(items) -> torch.Tensor:
     return torch.stack([_first(it) for it in items])
 
 
-def train_loader(dataset: Dataset, sampler: StepBatchSampler, workers: int) -> DataLoader:
+def train_loader(dataset: Dataset, sampler: StepBatchSampler, workers: int, seed: int = 0) -> DataLoader:
+    # The loader's own generator (worker seeds only): starting it draws nothing from the global RNG, whose
+    # state checkpoints restore, so a preloaded run and a loader run leave that state alike.
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_images,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def test_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
     # Never drop the last partial batch: every test image counts.
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=workers,
                       collate_fn=collate_images)
+
+
+# ------------------------------------------------------------------------------------------- preloading
+
+
+def dataset_source(demo: bool, train_dir: Optional[str], n: int, size: int) -> Dict[str, Any]:
+    """What a preload cache is built from: demo faces (seeds ``[0, n)``, renderer version) or an image folder.
+
+    Both trainers record the same thing, so a cache written by one serves the other at the same size.
+    """
+    if demo:
+        from ..data.demo_faces import DEMO_FACES_VERSION
+
+        return {"kind": "demo", "n": n, "size": size, "version": DEMO_FACES_VERSION}
+    return {"kind": "folder", "root": str(Path(train_dir).resolve()), "n": n, "size": size}
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``[-1, 1]`` floats to uint8 (exact for images that came from 8-bit pixels)."""
+    return ((x + 1) * (UINT8_MAX / 2)).round_().clamp_(0, UINT8_MAX).to(torch.uint8)
+
+
+def preload_images(dataset: Dataset, workers: int, progress: bool = False) -> torch.Tensor:
+    """Decode (or render) every item once: uint8 ``(N, 3, S, S)`` on the CPU, in index order."""
+    loader = DataLoader(dataset, batch_size=PRELOAD_BATCH, shuffle=False, num_workers=workers,
+                        collate_fn=collate_images)
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc="preloading training images", dynamic_ncols=True, file=sys.stderr)
+    return torch.cat([to_uint8(x) for x in it])
+
+
+class PreloadedImages:
+    """The training set as one uint8 tensor on the training device; batches are gathered there.
+
+    ``batch(indices)`` returns float ``(len(indices), 3, S, S)`` in ``[-1, 1]`` on the device, equal to
+    stacking ``dataset[i]`` for 8-bit images.
+    """
+
+    def __init__(self, images: torch.Tensor, device: torch.device):
+        self.images = images.to(device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        idx = torch.tensor(indices, dtype=torch.long)
+        if self.device.type == "cuda":
+            idx = idx.pin_memory().to(self.device, non_blocking=True)
+        return self.images.index_select(0, idx).float().div_(UINT8_MAX / 2).sub_(1.0)
+
+
+def read_image_cache(path: Path, source: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """The uint8 images cached in ``path``, or None when the file is missing or was built from other data."""
+    from ..checkpoint import load_checkpoint
+
+    if not path.is_file():
+        return None
+    data = load_checkpoint(path)
+    if not isinstance(data, dict) or data.get("source") != source:
+        print(f"data.cache_file: {path} was built from {data.get('source') if isinstance(data, dict) else '?'}, "
+              f"not {source}: rebuilding it", file=sys.stderr)
+        return None
+    return data["images"]
+
+
+def load_preloaded(dataset: Dataset, source: Dict[str, Any], device: torch.device, dist: DistInfo,
+                   cache_file: Optional[Union[str, Path]] = None, workers: int = 0, progress: bool = False,
+                   render: Optional[Callable[..., torch.Tensor]] = None) -> PreloadedImages:
+    """``dataset`` preloaded on ``device``: read from ``cache_file`` when its record equals ``source``, else
+    rendered with ``render`` (default :func:`preload_images`) and, with a cache file, written there by the
+    main rank (the other ranks wait for it and read it)."""
+    from ..checkpoint import save_checkpoint
+
+    render = render or preload_images
+    cache = Path(cache_file) if cache_file else None
+    images = None
+    if cache is not None and dist.is_main:
+        images = read_image_cache(cache, source)
+        if images is None:
+            images = render(dataset, workers, progress)
+            save_checkpoint({"source": source, "images": images}, cache)
+    barrier(dist)  # the cache is complete before the other ranks read it
+    if images is None:
+        images = read_image_cache(cache, source) if cache is not None else None
+        if images is None:
+            images = render(dataset, workers, progress)
+    return PreloadedImages(images, device)

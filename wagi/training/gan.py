@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -54,13 +53,13 @@ from ..checkpoint import (
     LATENT_AVG_SEED,
     load_checkpoint,
     load_generator,
-    save_checkpoint,
     save_generator,
 )
 from ..models.swagan import Discriminator, Generator
 from . import data as D
-from .common import (CHECKPOINT_DIR, RunLogger, TrainingStopped, resolve_resume, rng_state, save_and_prune,
-                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, resolve_resume, restore_signal_handlers,
+                     rng_state, save_and_prune, seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
 
@@ -78,7 +77,6 @@ SAMPLE_SEED = 12_345  # the fixed z of the sample grids: seed + SAMPLE_SEED
 LOSS_TERMS = ("d_loss", "r1", "g_loss", "path_loss")  # checked for non-finite values
 NO_BAD_STEP = 2 ** 62  # "no non-finite value seen" in the first-bad-step record
 BENCHMARK_WARMUP = 20  # steps before timing: cuDNN autotuning, compilation, allocator warm-up
-UINT8_MAX = 255.0
 
 
 # ------------------------------------------------------------------------------------------ loss formulas
@@ -248,52 +246,6 @@ def build_gan_dataset(cfg: GANConfig) -> Dataset:
     return ImageFolderDataset(dc.train_dir, size)
 
 
-def _dataset_source(cfg: GANConfig, n: int) -> Dict[str, Any]:
-    """What a preload cache was built from; a cache whose record differs is rebuilt."""
-    dc = cfg.data
-    if dc.demo:
-        from ..data.demo_faces import DEMO_FACES_VERSION
-
-        return {"kind": "demo", "n": n, "size": cfg.generator.size, "version": DEMO_FACES_VERSION}
-    return {"kind": "folder", "root": str(Path(dc.train_dir).resolve()), "n": n, "size": cfg.generator.size}
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    """``[-1, 1]`` floats to uint8 (exact for images that came from 8-bit pixels)."""
-    return ((x + 1) * (UINT8_MAX / 2)).round_().clamp_(0, UINT8_MAX).to(torch.uint8)
-
-
-def preload_images(dataset: Dataset, workers: int, progress: bool = False) -> Tensor:
-    """Decode (or render) every item once: uint8 ``(N, 3, S, S)`` on the CPU, in index order."""
-    loader = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=workers, collate_fn=D.collate_images)
-    parts = []
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="preloading training images", dynamic_ncols=True, file=sys.stderr)
-    for x in it:
-        parts.append(_to_uint8(x))
-    return torch.cat(parts)
-
-
-class PreloadedImages:
-    """The training set as one uint8 tensor on the training device; batches are gathered there."""
-
-    def __init__(self, images: Tensor, device: torch.device):
-        self.images = images.to(device)
-        self.device = device
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def batch(self, indices: Sequence[int]) -> Tensor:
-        idx = torch.tensor(indices, dtype=torch.long)
-        if self.device.type == "cuda":
-            idx = idx.pin_memory().to(self.device, non_blocking=True)
-        return self.images.index_select(0, idx).float().div_(UINT8_MAX / 2).sub_(1.0)
-
-
 # ------------------------------------------------------------------------------------- checkpoint state
 
 
@@ -314,7 +266,7 @@ def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-class GANTrainer:
+class GANTrainer(StopControl):
     """Build G, D, g_ema, optimisers and data from a validated :class:`GANConfig`; ``train()`` runs it.
 
     Args:
@@ -413,11 +365,6 @@ class GANTrainer:
         betas = (tc.betas[0] ** c, tc.betas[1] ** c)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         return torch.optim.Adam(module.parameters(), lr=tc.lr * c, betas=betas, **fused)
-
-    def device_name(self) -> str:
-        if self.device.type == "cuda":
-            return f"{torch.cuda.get_device_name(self.device)} x{self.dist.world_size}"
-        return f"cpu x{self.dist.world_size}"
 
     @staticmethod
     def _requires_grad(module: nn.Module, flag: bool) -> None:
@@ -693,68 +640,14 @@ class GANTrainer:
             yield x.to(self.device, non_blocking=True)
 
     def _preload(self) -> PreloadedImages:
-        if self._preloaded is not None:
-            return self._preloaded
-        dc = self.cfg.data
-        source = _dataset_source(self.cfg, len(self.train_set))
-        cache = Path(dc.cache_file) if dc.cache_file else None
-        images = None
-        if cache is not None and self.dist.is_main:
-            images = self._read_cache(cache, source)
-            if images is None:
-                images = preload_images(self.train_set, dc.workers, self.progress)
-                save_checkpoint({"source": source, "images": images}, cache)
-        barrier(self.dist)  # the cache is complete before the other ranks read it
-        if images is None:
-            images = self._read_cache(cache, source) if cache is not None else None
-            if images is None:
-                images = preload_images(self.train_set, dc.workers, self.progress)
-        self._preloaded = PreloadedImages(images, self.device)
+        if self._preloaded is None:
+            dc = self.cfg.data
+            source = D.dataset_source(dc.demo, dc.train_dir, len(self.train_set), self.cfg.generator.size)
+            self._preloaded = D.load_preloaded(self.train_set, source, self.device, self.dist, dc.cache_file,
+                                               dc.workers, self.progress, render=preload_images)
         return self._preloaded
 
-    @staticmethod
-    def _read_cache(path: Path, source: Dict[str, Any]) -> Optional[Tensor]:
-        if not path.is_file():
-            return None
-        data = load_checkpoint(path)
-        if not isinstance(data, dict) or data.get("source") != source:
-            print(f"data.cache_file: {path} was built from {data.get('source') if isinstance(data, dict) else '?'}, "
-                  f"not {source}: rebuilding it", file=sys.stderr)
-            return None
-        return data["images"]
-
     # ------------------------------------------------------------------------------------------ loops
-
-    def _should_stop(self, deadline: Optional[float], at_sync_point: bool) -> bool:
-        wanted = self.stop_reason is not None or (deadline is not None and time.monotonic() >= deadline)
-        if not self.dist.enabled:
-            if wanted and self.stop_reason is None:
-                self.stop_reason = "time limit"
-            return wanted
-        if not at_sync_point:  # ranks agree on stopping only where they synchronise anyway
-            return False
-        flag = torch.tensor(float(wanted), device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if float(flag) > 0 and self.stop_reason is None:
-            self.stop_reason = "time limit" if deadline is not None and time.monotonic() >= deadline else "stop request"
-        return float(flag) > 0
-
-    def _install_signal_handlers(self):
-        """First SIGINT / SIGTERM: finish the step, save, return; a second one interrupts at once."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum, frame):
-            if self.stop_reason is not None:
-                raise KeyboardInterrupt
-            self.stop_reason = f"signal {signal.Signals(signum).name}"
-
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-        return old
 
     def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
         """Train to ``max_steps``, or until ``time_limit_s`` seconds pass or a stop signal arrives (then a
@@ -807,8 +700,7 @@ class GANTrainer:
                         self.save()
                     break
         finally:
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
+            restore_signal_handlers(old_handlers)
             if pbar is not None:
                 pbar.close()
             self.logger.close()

@@ -13,7 +13,12 @@ Stages (``train.stage``):
 
 The order of data and every augmentation are pure functions of ``(seed, step)`` (see
 :mod:`wagi.training.data`), so a run resumed from a checkpoint continues exactly as the uninterrupted run,
-and W processes with batch b follow one process with batch W·b.
+and W processes with batch b follow one process with batch W·b. With ``data.preload`` the batches are
+gathered from a uint8 copy of the training set on the training device, in the same order.
+
+Runs go in time slices: ``train(time_limit_s=...)`` or a first SIGINT / SIGTERM stops after the current
+step with a checkpoint (``stop_reason`` says why), and ``--resume auto`` continues exactly. Checkpoints
+record ``training.wall_time_s`` (seconds in ``train()`` over all slices) and ``training.cards``.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -32,10 +37,11 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective, resize
-from ..models.wagi import WaGI
+from ..models.wagi import WaGI, build_generator
 from . import data as D
-from .common import (CHECKPOINT_DIR, RunLogger, TrainingStopped, resolve_resume, rng_state, save_and_prune,
-                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
+                     restore_signal_handlers, rng_state, save_and_prune, seed_everything, set_rng_state,
+                     step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
 
@@ -104,8 +110,12 @@ class FusionStep(nn.Module):
         return loss, logs, w, img
 
 
-class Trainer:
-    """Build everything from a validated config and run ``train()``. See the module docstring."""
+class Trainer(StopControl):
+    """Build everything from a validated config and run ``train()``. See the module docstring.
+
+    Attributes: ``model`` (:class:`WaGI`), ``optimizer``, ``scheduler``, ``step`` (steps done), ``run_dir``,
+    ``ckpt_dir``, ``wall_time_s``, ``cards``, ``stop_reason`` (None, or why the last ``train()`` stopped early).
+    """
 
     def __init__(self, cfg: WaGIConfig, resume: Optional[str] = None, progress: bool = True,
                  dist_info: Optional[DistInfo] = None):
@@ -116,17 +126,25 @@ class Trainer:
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         tc = cfg.train
 
-        # Build the cheap, failure-prone things first (weights files, datasets) before heavy work.
+        # Build the cheap, failure-prone things first (weights files, datasets) before heavy work; the generator
+        # checkpoint comes first, so that a config that does not match it fails at once.
         seed_everything(cfg.experiment.seed)
+        generator = latent_avg = None
+        if cfg.generator.ckpt:
+            generator, latent_avg = build_generator(cfg)
         self.criterion = build_criterion(cfg).to(self.device)
         self.train_set, self.test_set = D.build_datasets(cfg)
-        self.model = WaGI.from_config(cfg).to(self.device)
+        self.model = WaGI.from_config(cfg, generator=generator, latent_avg=latent_avg).to(self.device)
         self._setup_stage()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, tc.optimizer, tc.lr, tc.betas, tc.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, tc.max_steps)
         self.step = 0
         self.best_val: Optional[float] = None
+        self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
+        self.cards: List[str] = []  # the devices this run has trained on (common.device_name)
+        self.stop_reason: Optional[str] = None
+        self._preloaded: Optional[D.PreloadedImages] = None
 
         resume_path = resolve_resume(resume, self.ckpt_dir)
         if resume_path is not None:
@@ -181,7 +199,7 @@ class Trainer:
             raise ValueError(f"train.encoder_ckpt: {path} is not a WaGI checkpoint")
         own = self.cfg.encoder
         theirs = ckpt["config"]["encoder"]
-        for key in ("kind", "backbone", "input_size"):
+        for key in ("kind", "backbone", "input_size", "head_channels"):
             if theirs.get(key) != getattr(own, key):
                 raise ValueError(f"train.encoder_ckpt: encoder.{key} is {theirs.get(key)!r} in {path} "
                                  f"but {getattr(own, key)!r} in this config")
@@ -203,7 +221,8 @@ class Trainer:
 
     def training_state(self) -> Dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size}
+                "rng": rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size,
+                "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
 
     def save(self, tag: Optional[str] = None) -> Optional[Path]:
         """Atomically write ``step_XXXXXXX.pt`` and ``latest.pt`` (main process only)."""
@@ -234,6 +253,8 @@ class Trainer:
         self.scheduler.load_state_dict(tr["scheduler"])
         self.step = int(tr["step"])
         self.best_val = tr.get("best_val")
+        self.wall_time_s = float(tr.get("wall_time_s", 0.0))
+        self.cards = list(tr.get("cards", []))
         set_rng_state(tr["rng"])
         if self.dist.is_main:
             print(f"resumed from {path} at step {self.step}")
@@ -327,51 +348,93 @@ class Trainer:
         self._set_train_modes()
         return {k: v / max(count, 1) for k, v in sums.items()}
 
-    def train(self) -> Dict[str, float]:
-        cfg, tc = self.cfg, self.cfg.train
-        sampler = D.StepBatchSampler(len(self.train_set), tc.batch_size, cfg.experiment.seed, self.dist.rank,
+    def batches(self) -> Iterator[torch.Tensor]:
+        """This rank's training batches for steps ``self.step, self.step + 1, ...`` (on the device with
+        ``data.preload``; the step moves them there otherwise)."""
+        cfg, dc = self.cfg, self.cfg.data
+        sampler = D.StepBatchSampler(len(self.train_set), cfg.train.batch_size, cfg.experiment.seed, self.dist.rank,
                                      self.dist.world_size, start_step=self.step)
-        loader = D.train_loader(self.train_set, sampler, cfg.data.workers)
+        if dc.preload:
+            pre = self._preload()
+            for indices in sampler:
+                yield pre.batch(indices)
+            return
+        yield from D.train_loader(self.train_set, sampler, dc.workers, cfg.experiment.seed)
+
+    def _preload(self) -> D.PreloadedImages:
+        if self._preloaded is None:
+            dc = self.cfg.data
+            source = D.dataset_source(dc.demo, dc.train_dir, len(self.train_set), dc.image_size)
+            self._preloaded = D.load_preloaded(self.train_set, source, self.device, self.dist, dc.cache_file,
+                                               dc.workers, self.progress)
+        return self._preloaded
+
+    def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
+        """Train to ``train.max_steps``, or until ``time_limit_s`` seconds pass or a first SIGINT / SIGTERM
+        arrives: then a checkpoint is written at the current step and ``stop_reason`` says why. Returns the
+        last step's loss terms."""
+        cfg, tc = self.cfg, self.cfg.train
+        deadline = deadline_after(time_limit_s)
+        self.stop_reason = None
+        old_handlers = self._install_signal_handlers()
         self._set_train_modes()
-        it = iter(loader)
         pbar = None
         if self.progress:
             from tqdm import tqdm
 
             pbar = tqdm(total=tc.max_steps, initial=self.step, desc=f"{cfg.experiment.name} [{tc.stage}]",
                         dynamic_ncols=True, file=sys.stderr)
+        if self.device_name() not in self.cards:
+            self.cards.append(self.device_name())
+        t_start, wall_base = time.perf_counter(), self.wall_time_s
         last_logs: Dict[str, float] = {}
+        saved_at = -1
         t0 = time.time()
-        while self.step < tc.max_steps:
-            x = next(it)
-            logs = self.train_step(x)
-            last_logs = logs
+        try:
+            it = self.batches()
+            while self.step < tc.max_steps:
+                x = next(it)
+                logs = self.train_step(x)
+                last_logs = logs
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{logs.get('total', float('nan')):.4f}")
+                s = self.step
+                final = s == tc.max_steps
+                log_now = s % tc.log_every == 0 or final
+                if log_now:
+                    vals = {k: float(all_reduce_mean(torch.tensor(v, device=self.device), self.dist))
+                            for k, v in logs.items()}
+                    vals["lr"] = self.optimizer.param_groups[0]["lr"]
+                    vals["steps_per_s"] = tc.log_every / max(time.time() - t0, 1e-9)
+                    t0 = time.time()
+                    self.log("train", vals)
+                if s % tc.image_every == 0:
+                    self.log_images(*self._last_batch)
+                if s % tc.val_every == 0 or final:
+                    if self.dist.is_main:
+                        val = self.validate()
+                        if val:
+                            self.log("val", val)
+                            if pbar is not None:
+                                pbar.write(f"step {s}: val mse {val['mse']:.5f} "
+                                           + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
+                    barrier(self.dist)
+                self.wall_time_s = wall_base + time.perf_counter() - t_start
+                if s % tc.save_every == 0 or final:
+                    self.save()
+                    barrier(self.dist)
+                    saved_at = s
+                if not final and self._should_stop(deadline, at_sync_point=log_now):
+                    if saved_at != s:
+                        self.save()
+                        barrier(self.dist)
+                    break
+        finally:
+            restore_signal_handlers(old_handlers)
             if pbar is not None:
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{logs.get('total', float('nan')):.4f}")
-            if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                vals = {k: float(all_reduce_mean(torch.tensor(v, device=self.device), self.dist)) for k, v in logs.items()}
-                vals["lr"] = self.optimizer.param_groups[0]["lr"]
-                vals["steps_per_s"] = tc.log_every / max(time.time() - t0, 1e-9)
-                t0 = time.time()
-                self.log("train", vals)
-            if self.step % tc.image_every == 0:
-                self.log_images(*self._last_batch)
-            if self.step % tc.val_every == 0 or self.step == tc.max_steps:
-                if self.dist.is_main:
-                    val = self.validate()
-                    if val:
-                        self.log("val", val)
-                        if pbar is not None:
-                            pbar.write(f"step {self.step}: val mse {val['mse']:.5f} "
-                                       + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
-                barrier(self.dist)
-            if self.step % tc.save_every == 0 or self.step == tc.max_steps:
-                self.save()
-                barrier(self.dist)
-        if pbar is not None:
-            pbar.close()
-        self.logger.close()
+                pbar.close()
+            self.logger.close()
         return last_logs
 
 
