@@ -2,6 +2,7 @@
 """Invert images with a WaGI model: reconstructions, optional latents and input|reconstruction strips.
 
     python scripts/invert.py                                   # bundled examples/ with the demo model
+                                                               # (implies --side-by-side --overwrite)
     python scripts/invert.py --input photos/ extra.jpg "more/*.png" --output out/ --ckpt run/wagi.pt \\
         --save-latents pt --side-by-side
 
@@ -100,6 +101,11 @@ def main(argv=None) -> int:
 
     input_problems = []  # paths, folders or globs without images: reported, the others are processed
     inputs = args.input if args.input is not None else [os.fspath(DEFAULT_INPUT)]
+    if args.input is None:
+        # The quickstart run (bundled examples): show input | reconstruction, and a re-run refreshes its own
+        # outputs instead of skipping them (they are regenerated from files shipped with the project).
+        args.side_by_side = True
+        args.overwrite = True
     try:
         items = find_images(inputs, missing="warn", log=input_problems.append)
     except InputNotFoundError as err:

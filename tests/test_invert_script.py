@@ -163,7 +163,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(invert, "DEFAULT_CKPT", tmp_path / "pretrained" / "demo" / "wagi.pt")
     assert invert.main(["--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "demo model" in err and "does not exist yet" in err and "--ckpt" in err
+    assert "demo model" in err and "is missing" in err and "--ckpt" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 

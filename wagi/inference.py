@@ -47,7 +47,7 @@ from wagi.imageio import (ImageIOError, ImageItem, LoadReport, OutputExistsError
 PathLike = Union[str, os.PathLike]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CKPT = PROJECT_ROOT / "pretrained" / "demo" / "wagi.pt"  # bundled demo model (once trained)
+DEMO_CKPT = PROJECT_ROOT / "pretrained" / "demo" / "wagi.pt"  # bundled demo model (docs/results.md)
 EXAMPLES_DIR = PROJECT_ROOT / "examples"  # bundled example images
 DEFAULT_OUTPUT = Path("outputs") / "invert"  # relative to the working directory, like any output
 
@@ -73,8 +73,8 @@ def resolve_checkpoint(path: Optional[PathLike], default: PathLike = DEMO_CKPT) 
     """
     if path is None:
         if not Path(default).is_file():
-            raise FileNotFoundError(f"no --ckpt given and the demo model {shown_path(default)} does not exist yet; "
-                                    "pass --ckpt PATH to a WaGI model checkpoint")
+            raise FileNotFoundError(f"no --ckpt given and the demo model {shown_path(default)} is missing (it ships "
+                                    "with the repository: `git checkout pretrained/demo`); or pass --ckpt PATH")
         return Path(default)
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
