@@ -77,6 +77,33 @@ def test_overrides(tmp_path):
         load_config(p, ["train.nope=1"])
 
 
+def test_dotted_override_into_a_mapping_sets_one_entry(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  demo: true\n")
+    cfg = load_config(p, ["loss.wavelet_cfg.band_weights.HH=2"])
+    assert cfg.loss.wavelet_cfg.band_weights == {"LH": 1.0, "HL": 1.0, "HH": 2.0}
+    assert cfg.loss.wavelet_cfg.levels == 1 and cfg.loss.l2 == 1.0  # the rest of the sections: defaults
+    cfg = load_config(p, ["loss.wavelet_cfg.band_weights.HH=2", "loss.wavelet_cfg.band_weights.LL=0.5"])
+    assert cfg.loss.wavelet_cfg.band_weights == {"LH": 1.0, "HL": 1.0, "HH": 2.0, "LL": 0.5}
+    # a mapping given by the file is the base the entry is merged into
+    p.write_text("data:\n  demo: true\nloss:\n  wavelet_cfg:\n    band_weights: {HH: 0.5}\n")
+    assert load_config(p).loss.wavelet_cfg.band_weights == {"HH": 0.5}
+    cfg = load_config(p, ["loss.wavelet_cfg.band_weights.LH=3"])
+    assert cfg.loss.wavelet_cfg.band_weights == {"HH": 0.5, "LH": 3.0}
+    # a whole-value override still replaces the mapping
+    cfg = load_config(p, ["loss.wavelet_cfg.band_weights={HL: 4}"])
+    assert cfg.loss.wavelet_cfg.band_weights == {"HL": 4.0}
+    # schema sections keep their unknown-key errors; entries are still checked
+    with pytest.raises(ConfigError, match=r"'loss\.wavelet_cfg\.bogus'.*unknown key"):
+        load_config(p, ["loss.wavelet_cfg.bogus=1"])
+    with pytest.raises(ConfigError, match=r"'loss\.wavelet_cfg\.band_weights\.XY'"):
+        load_config(p, ["loss.wavelet_cfg.band_weights.XY=1"])
+    with pytest.raises(ConfigError, match=r"'loss\.wavelet_cfg\.band_weights\.HH'.*number"):
+        load_config(p, ["loss.wavelet_cfg.band_weights.HH=big"])
+    with pytest.raises(ConfigError, match=r"'train\.lr'.*not a section"):
+        load_config(p, ["train.lr=1", "train.lr.x=2"])
+
+
 def test_bad_yaml_and_missing_config(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train: [unclosed\n")

@@ -93,3 +93,62 @@ def test_load_rejects_foreign_files(tmp_path):
     torch.save({"state_dict": {"encoder.x": torch.zeros(1)}, "opts": {}}, tmp_path / "psp.pt")
     with pytest.raises(ValueError, match="not a WaGI model checkpoint"):
         WaGI.load(tmp_path / "psp.pt")
+
+
+def test_computed_latent_avg_is_seeded_locally_and_leaves_the_global_rng_alone():
+    from wagi.checkpoint import LATENT_AVG_SAMPLES
+    from wagi.config import load_config
+    from tests.helpers import TINY_CONFIG
+
+    cfg = load_config(TINY_CONFIG, ["experiment.seed=7"])
+    torch.manual_seed(0)
+    g = WaGI.from_config(cfg).generator
+    with torch.no_grad():
+        expected = g.mean_latent(LATENT_AVG_SAMPLES, generator=torch.Generator().manual_seed(7))[0]
+    # with the same generator, the global RNG (used for the encoder's init) ends in the same state whether
+    # latent_avg is given or computed: computing it draws nothing from the global RNG
+    torch.manual_seed(1)
+    a = WaGI.from_config(cfg, generator=g)
+    after_computed = torch.get_rng_state()
+    torch.manual_seed(1)
+    WaGI.from_config(cfg, generator=g, latent_avg=torch.zeros(32))
+    assert torch.equal(after_computed, torch.get_rng_state())
+    torch.manual_seed(2)  # another global state: the same latent_avg
+    b = WaGI.from_config(cfg, generator=g)
+    assert torch.equal(a.latent_avg, b.latent_avg)
+    assert torch.equal(a.latent_avg, expected.expand(g.n_latent, -1))
+    other = WaGI.from_config(load_config(TINY_CONFIG, ["experiment.seed=8"]), generator=g)
+    assert not torch.allclose(other.latent_avg, a.latent_avg)
+
+
+def test_randomize_noise_key():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    fixed = tiny_wagi()
+    assert fixed.randomize_noise is False
+    w = fixed.latent_avg.unsqueeze(0).expand(2, -1, -1)
+    with torch.no_grad():
+        img = fixed.decode(w)
+        assert torch.equal(img, fixed.decode(w))  # stored noise buffers: deterministic
+        stored, _ = fixed.generator([w], input_is_latent=True, randomize_noise=False)
+        assert torch.equal(img, stored)
+        assert torch.equal(fixed.invert(x)[0], fixed.invert(x)[0])
+    noisy = tiny_wagi("generator.randomize_noise=true")
+    assert noisy.randomize_noise is True
+    with torch.no_grad():
+        torch.manual_seed(3)
+        first = noisy.decode(w)
+        second = noisy.decode(w)
+        assert (first - second).abs().max() > 1e-4  # fresh noise on every synthesis
+        torch.manual_seed(3)
+        assert torch.equal(noisy.decode(w), first)  # drawn from the global RNG
+        torch.manual_seed(3)
+        expected, _ = noisy.generator([w], input_is_latent=True, randomize_noise=True)
+        assert torch.equal(first, expected)
+
+
+def test_randomize_noise_survives_save_and_load(tmp_path):
+    m = tiny_wagi("generator.randomize_noise=true")
+    m.save(tmp_path / "m.pt")
+    assert WaGI.load(tmp_path / "m.pt").randomize_noise is True
+    tiny_wagi().save(tmp_path / "f.pt")
+    assert WaGI.load(tmp_path / "f.pt").randomize_noise is False

@@ -2,7 +2,9 @@
 
 ``load_config(path, overrides)`` reads a YAML file, applies ``key.sub=value`` overrides, and validates the
 result against the schema *before any heavy work*: an unknown key, a value of the wrong type, a value
-outside its allowed set, or a missing file raises :class:`ConfigError` naming the dotted key. The resolved
+outside its allowed set, or a missing file raises :class:`ConfigError` naming the dotted key. A dotted
+override into a mapping-valued key (``loss.wavelet_cfg.band_weights.HH=2``) sets that one entry and keeps
+the others (from the YAML file, or the schema default when the file does not set the key). The resolved
 config is a plain nested dict (``to_dict``) that is saved in every run directory and every checkpoint.
 
 Every key is documented in ``docs/config.md``; keep the two in sync (``tests/test_config.py`` checks it).
@@ -223,6 +225,24 @@ def _coerce(value: Any, tp, key: str):
     raise ConfigError(key, f"unsupported type {tp}")
 
 
+class _OverrideMapping(dict):
+    """A mapping that exists only because a dotted override reached into it: for a mapping-valued key
+    (``Dict[...]``) its entries are merged over the key's default instead of replacing it."""
+
+
+def _is_mapping_type(tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return any(_is_mapping_type(a) for a in typing.get_args(tp) if a is not type(None))
+    return origin in (dict, Dict)
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def _build(cls, data: Dict[str, Any], prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -235,7 +255,11 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
         full = f"{prefix}.{name}" if prefix else name
         if name not in data:
             continue
-        value = _coerce(data[name], hints[name], full)
+        raw = data[name]
+        if isinstance(raw, _OverrideMapping) and _is_mapping_type(hints[name]):
+            default = _field_default(f)
+            raw = {**(default if isinstance(default, dict) else {}), **raw}
+        value = _coerce(raw, hints[name], full)
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(full, f"must be one of {list(choices)}, got {value!r}")
@@ -337,6 +361,9 @@ def parse_override(text: str):
 
 
 def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a nested dict (copied, not changed in place). Mappings that
+    the file does not give are created as :class:`_OverrideMapping`, so that validation merges a dotted
+    override into a mapping-valued key over that key's default."""
     data = dict(data or {})
     for text in overrides or ():
         parts, value = parse_override(text)
@@ -344,11 +371,11 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
         for i, p in enumerate(parts[:-1]):
             child = node.get(p)
             if child is None:
-                child = {}
+                child = _OverrideMapping()
             elif not isinstance(child, dict):
                 raise ConfigError(".".join(parts[: i + 1]), "is not a section, cannot set a sub-key")
             else:
-                child = dict(child)
+                child = type(child)(child) if isinstance(child, _OverrideMapping) else dict(child)
             node[p] = child
             node = child
         node[parts[-1]] = value

@@ -11,7 +11,9 @@ Data flow (DESIGN.md):
     x̂0   = G(w+)                               plain reconstruction
     x̂    = G(w+, corrections = F(x, x̂0))       wavelet fusion (only the cheap skip chain is recomputed)
 
-The generator runs with its stored noise buffers (``randomize_noise=False``), so inversion is deterministic.
+The generator runs with its stored noise buffers by default (config ``generator.randomize_noise: false``), so
+inversion is deterministic; with ``randomize_noise`` true every synthesis draws fresh noise maps from the
+global torch RNG.
 """
 from __future__ import annotations
 
@@ -62,11 +64,12 @@ class WaGI(nn.Module):
         encoder_input_size: size the encoder sees.
         fusion: a :class:`WaveletFusion`, a :class:`FeatureFusion` or None.
         config: resolved config (plain dict), stored in checkpoints.
+        randomize_noise: fresh generator noise on every synthesis (False: the stored noise buffers).
     """
 
     def __init__(self, generator: nn.Module, encoder: nn.Module, latent_avg: torch.Tensor, encoder_kind: str = "restyle",
                  n_iters: int = 1, encoder_input_size: int = 256, fusion: Optional[nn.Module] = None,
-                 config: Optional[Dict[str, Any]] = None):
+                 config: Optional[Dict[str, Any]] = None, randomize_noise: bool = False):
         super().__init__()
         if encoder_kind not in ("psp", "e4e", "restyle"):
             raise ValueError(f"unknown encoder kind {encoder_kind!r}")
@@ -79,6 +82,7 @@ class WaGI(nn.Module):
         self.n_latent = generator.n_latent
         self.register_buffer("latent_avg", _as_wplus(latent_avg.detach().float(), self.n_latent)[0].clone())
         self.config = config or {}
+        self.randomize_noise = bool(randomize_noise)
 
     # ----------------------------------------------------------------------------------------- pieces
 
@@ -87,7 +91,8 @@ class WaGI(nn.Module):
         return self.generator.size
 
     def synthesize(self, w_plus: torch.Tensor, feature_conditions=None) -> List[torch.Tensor]:
-        return self.generator.synthesize(w_plus, randomize_noise=False, feature_conditions=feature_conditions)
+        return self.generator.synthesize(w_plus, randomize_noise=self.randomize_noise,
+                                         feature_conditions=feature_conditions)
 
     def compose(self, branches: List[torch.Tensor], corrections: Optional[Dict[int, torch.Tensor]] = None):
         return self.generator.compose(branches, wavelet_corrections=corrections)
@@ -212,7 +217,13 @@ class WaGI(nn.Module):
     @classmethod
     def from_config(cls, cfg, generator: Optional[nn.Module] = None, latent_avg: Optional[torch.Tensor] = None,
                     load_weights: bool = True) -> "WaGI":
-        """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict)."""
+        """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict).
+
+        Without a ``latent_avg`` (given, or carried by the generator checkpoint) it is the mean of
+        ``LATENT_AVG_SAMPLES`` mapped samples drawn from a local RNG seeded with ``experiment.seed``: the same
+        config gives the same ``latent_avg``, and the global torch RNG is left as it was.
+        """
+        from ..checkpoint import LATENT_AVG_SAMPLES
         from ..config import WaGIConfig, from_dict, to_dict
         from .encoders import build_encoder
 
@@ -222,8 +233,9 @@ class WaGI(nn.Module):
         if generator is None:
             generator, latent_avg = build_generator(cfg, load_weights=load_weights, latent_avg=latent_avg)
         if latent_avg is None:
+            rng = torch.Generator().manual_seed(cfg.experiment.seed)
             with torch.no_grad():
-                latent_avg = generator.mean_latent(4096)[0]
+                latent_avg = generator.mean_latent(LATENT_AVG_SAMPLES, generator=rng)[0]
         enc_kwargs: Dict[str, Any] = {}
         if ec.backbone == "small":
             enc_kwargs["channels"] = tuple(ec.width * m for m in (1, 2, 4, 8))
@@ -233,7 +245,8 @@ class WaGI(nn.Module):
                                 style_dim=gc.style_dim, head_channels=ec.head_channels, **enc_kwargs)
         fusion = build_fusion(cfg, generator)
         return cls(generator, encoder, latent_avg, encoder_kind=ec.kind, n_iters=ec.n_iters,
-                   encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg))
+                   encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg),
+                   randomize_noise=gc.randomize_noise)
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "WaGI":
