@@ -121,9 +121,22 @@ def test_computed_latent_avg_is_seeded_locally_and_leaves_the_global_rng_alone()
     assert not torch.allclose(other.latent_avg, a.latent_avg)
 
 
+def _with_noise_strength(m, strength=0.5):
+    """Noise injection weights start at 0 (noise has no effect); give them a strength so it shows."""
+    from wagi.models.layers import NoiseInjection
+
+    n = 0
+    for mod in m.generator.modules():
+        if isinstance(mod, NoiseInjection):
+            mod.weight.data.fill_(strength)
+            n += 1
+    assert n > 0
+    return m
+
+
 def test_randomize_noise_key():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    fixed = tiny_wagi()
+    fixed = _with_noise_strength(tiny_wagi())
     assert fixed.randomize_noise is False
     w = fixed.latent_avg.unsqueeze(0).expand(2, -1, -1)
     with torch.no_grad():
@@ -132,7 +145,7 @@ def test_randomize_noise_key():
         stored, _ = fixed.generator([w], input_is_latent=True, randomize_noise=False)
         assert torch.equal(img, stored)
         assert torch.equal(fixed.invert(x)[0], fixed.invert(x)[0])
-    noisy = tiny_wagi("generator.randomize_noise=true")
+    noisy = _with_noise_strength(tiny_wagi("generator.randomize_noise=true"))
     assert noisy.randomize_noise is True
     with torch.no_grad():
         torch.manual_seed(3)
