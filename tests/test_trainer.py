@@ -84,6 +84,59 @@ def test_checkpoint_is_weights_only_and_holds_config(tmp_path):
     assert not [p for p in (tmp_path / "tiny_test" / "checkpoints").iterdir() if not p.name.endswith(".pt")]
 
 
+def _val_mses(run_dir):
+    lines = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["mse"] for r in lines if r["kind"] == "val"}
+
+
+def test_best_checkpoint_holds_the_lowest_validation(tmp_path):
+    # a large learning rate makes the validation MSE go up and down; one periodic checkpoint is kept
+    t = Trainer(_cfg(tmp_path, "train.max_steps=10", "train.val_every=2", "train.save_every=2",
+                     "train.keep_checkpoints=1", "train.lr=0.02"), progress=False)
+    t.train()
+    ckpt_dir = tmp_path / "tiny_test" / "checkpoints"
+    vals = _val_mses(tmp_path / "tiny_test")
+    assert sorted(vals) == [2, 4, 6, 8, 10]
+    best_step = min(vals, key=vals.get)
+    best = torch.load(ckpt_dir / "best.pt", weights_only=True)
+    tr = best["training"]
+    assert tr["step"] == best_step == tr["best_step"] == t.best_step
+    assert tr["best_val"] == t.best_val == pytest.approx(vals[best_step], rel=1e-6)
+    latest = torch.load(ckpt_dir / "latest.pt", weights_only=True)
+    assert latest["training"]["step"] == 10 and latest["training"]["best_step"] == best_step
+    assert latest["training"]["best_val"] == tr["best_val"]
+    assert set(best) == set(latest) and set(tr) == set(latest["training"])  # same content as a periodic one
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["best.pt", "latest.pt", "step_0000010.pt"]
+    # the weights in best.pt are the ones that gave the best validation
+    t.model.load_state_dict(best["state_dict"], strict=True)
+    assert t.validate()["mse"] == pytest.approx(vals[best_step], rel=1e-6)
+
+
+def test_best_validation_survives_resume(tmp_path):
+    def scripted(trainer, mses):
+        real = trainer.validate
+        trainer.validate = lambda: {**real(), "mse": mses.pop(0)}
+
+    common = ["train.val_every=2", "train.save_every=2", "train.log_every=100", "train.image_every=100"]
+    t = Trainer(_cfg(tmp_path, "train.max_steps=6", *common), progress=False)
+    scripted(t, [0.5, 0.2, 0.4])
+    t.train()
+    best_path = tmp_path / "tiny_test" / "checkpoints" / "best.pt"
+    assert (t.best_val, t.best_step) == (0.2, 4)
+    assert torch.load(best_path, weights_only=True)["training"]["step"] == 4
+    before = best_path.read_bytes()
+    r = Trainer(_cfg(tmp_path, "train.max_steps=10", *common), resume="auto", progress=False)
+    assert (r.step, r.best_val, r.best_step) == (6, 0.2, 4)
+    scripted(r, [0.3, 0.25])  # worse than the best before the resume: best.pt stays
+    r.train()
+    assert (r.best_val, r.best_step) == (0.2, 4) and best_path.read_bytes() == before
+    r = Trainer(_cfg(tmp_path, "train.max_steps=12", *common), resume="auto", progress=False)
+    scripted(r, [0.1])
+    r.train()
+    best = torch.load(best_path, weights_only=True)["training"]
+    assert (best["step"], best["best_step"], best["best_val"]) == (12, 12, 0.1)
+
+
 def test_non_finite_loss_stops_naming_term_and_step_and_keeps_checkpoint(tmp_path):
     t = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=1", "train.val_every=100"), progress=False)
     t.train()

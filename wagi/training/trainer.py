@@ -19,9 +19,14 @@ gathered from a uint8 copy of the training set on the training device, in the sa
 Runs go in time slices: ``train(time_limit_s=...)`` or a first SIGINT / SIGTERM stops after the current
 step with a checkpoint (``stop_reason`` says why), and ``--resume auto`` continues exactly. Checkpoints
 record ``training.wall_time_s`` (seconds in ``train()`` over all slices) and ``training.cards``.
+
+After each validation whose MSE is the lowest so far, ``checkpoints/best.pt`` is written atomically (the
+same content as a periodic checkpoint; never pruned, and ``latest.pt`` does not point at it). Checkpoints
+record ``training.best_val`` (that MSE) and ``training.best_step``, so a resumed run keeps them.
 """
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -44,6 +49,9 @@ from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, de
                      step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
+
+BEST = "best.pt"  # the checkpoint with the lowest validation MSE so far (beside latest.pt; never pruned)
+
 
 def build_criterion(cfg: WaGIConfig) -> InversionCriterion:
     lc = cfg.loss
@@ -140,7 +148,8 @@ class Trainer(StopControl):
         self.optimizer = build_optimizer(self.params, tc.optimizer, tc.lr, tc.betas, tc.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, tc.max_steps)
         self.step = 0
-        self.best_val: Optional[float] = None
+        self.best_val: Optional[float] = None  # lowest validation MSE so far, and the step it was measured at
+        self.best_step: Optional[int] = None
         self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
         self.cards: List[str] = []  # the devices this run has trained on (common.device_name)
         self.stop_reason: Optional[str] = None
@@ -221,7 +230,8 @@ class Trainer(StopControl):
 
     def training_state(self) -> Dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "best_val": self.best_val, "world_size": self.dist.world_size,
+                "rng": rng_state(), "best_val": self.best_val, "best_step": self.best_step,
+                "world_size": self.dist.world_size,
                 "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
 
     def save(self, tag: Optional[str] = None) -> Optional[Path]:
@@ -232,6 +242,18 @@ class Trainer(StopControl):
         name = f"{tag}.pt" if tag else step_checkpoint_name(self.step)
         return save_and_prune(lambda path: save_checkpoint(ckpt, path), self.ckpt_dir, name,
                               self.cfg.train.keep_checkpoints)
+
+    def update_best(self, val_mse: float) -> Optional[Path]:
+        """Record a validation MSE measured at the current step; when it is the lowest so far (and finite),
+        update ``best_val`` / ``best_step`` and atomically write ``checkpoints/best.pt`` (main process).
+        Returns the path written, or None."""
+        if not math.isfinite(val_mse) or (self.best_val is not None and val_mse >= self.best_val):
+            return None
+        self.best_val, self.best_step = float(val_mse), self.step
+        if not self.dist.is_main:
+            return None
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(self.model.checkpoint_dict(training=self.training_state()), self.ckpt_dir / BEST)
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -253,6 +275,7 @@ class Trainer(StopControl):
         self.scheduler.load_state_dict(tr["scheduler"])
         self.step = int(tr["step"])
         self.best_val = tr.get("best_val")
+        self.best_step = tr.get("best_step")
         self.wall_time_s = float(tr.get("wall_time_s", 0.0))
         self.cards = list(tr.get("cards", []))
         set_rng_state(tr["rng"])
@@ -419,6 +442,8 @@ class Trainer(StopControl):
                             if pbar is not None:
                                 pbar.write(f"step {s}: val mse {val['mse']:.5f} "
                                            + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
+                            self.wall_time_s = wall_base + time.perf_counter() - t_start
+                            self.update_best(val["mse"])
                     barrier(self.dist)
                 self.wall_time_s = wall_base + time.perf_counter() - t_start
                 if s % tc.save_every == 0 or final:
