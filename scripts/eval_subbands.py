@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
 from wagi.inference import PROJECT_ROOT, invert_folder, log_stderr  # noqa: E402
@@ -47,32 +48,19 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
-def _named_path(text: str):
-    name, sep, path = text.partition("=")
-    name = name.strip()
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    if "/" in name or os.sep in name or name in (".", ".."):
-        raise argparse.ArgumentTypeError(f"method name {name!r} must not contain a path separator")
-    return name, Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
-    p.add_argument("--method", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
                    help="a method's reconstruction folder (repeatable)")
-    p.add_argument("--ckpt", type=_named_path, action="append", default=[], metavar="NAME=CKPT",
+    p.add_argument("--ckpt", type=named_path, action="append", default=[], metavar="NAME=CKPT",
                    help="invert --gt with this WaGI checkpoint first, then evaluate it as NAME (repeatable)")
-    p.add_argument("--levels", type=_positive_int, default=1, metavar="L", help="Haar levels (default 1)")
-    p.add_argument("--size", type=_positive_int, default=DEFAULT_EVAL_SIZE, metavar="S",
+    p.add_argument("--levels", type=positive_int, default=1, metavar="L", help="Haar levels (default 1)")
+    p.add_argument("--size", type=positive_int, default=DEFAULT_EVAL_SIZE, metavar="S",
                    help=f"evaluation size S x S (default {DEFAULT_EVAL_SIZE})")
     p.add_argument("--policy", choices=POLICIES, default="center_crop",
                    help="how images of another size or shape become S x S (default center_crop)")
@@ -83,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex")
     p.add_argument("--id-weights", type=Path, default=None, metavar="P",
                    help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import positive_int  # noqa: E402
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport,  # noqa: E402
                           OutputExistsError, find_images)
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
@@ -45,11 +46,6 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output folder (default: {DEFAULT_OUTPUT})")
     p.add_argument("--ckpt", type=Path, default=None, metavar="PATH",
                    help=f"WaGI model checkpoint (default: the bundled demo model {shown_path(DEFAULT_CKPT)})")
-    p.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="N",
                    help=f"images per model call (default {DEFAULT_BATCH}; the last batch may be smaller)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto: CUDA when available, else CPU")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--policy", choices=POLICIES, default="center_crop",
                    help="how an image of another size or shape becomes S x S (default center_crop)")

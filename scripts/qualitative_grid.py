@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.data.demo_faces import TEST_SEED_OFFSET  # noqa: E402
 from wagi.figures import AUTO_CROPS, MAX_WIDTH, FigureInputError, parse_crops, qualitative_grid  # noqa: E402
 from wagi.fileio import atomic_write  # noqa: E402
@@ -40,12 +41,6 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _named_path(text: str):
-    name, sep, path = text.partition("=")
-    name = name.strip()
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    return name, Path(path)
 
 
 def _zoom(text: str) -> float:
@@ -55,11 +50,6 @@ def _zoom(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _crops(text: str):
@@ -73,10 +63,10 @@ def _crops(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
-    p.add_argument("--method", type=_named_path, action="append", default=[], metavar="NAME=DIR",
+    p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
                    help="a method's reconstruction folder (repeatable; columns in this order)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="PNG", help=f"output PNG (default {DEFAULT_OUT})")
-    p.add_argument("--n", type=_positive_int, default=4, help="images chosen automatically without --names (default 4)")
+    p.add_argument("--n", type=positive_int, default=4, help="images chosen automatically without --names (default 4)")
     p.add_argument("--names", default=None, metavar="A,B",
                    help="comma-separated GT names without extension (e.g. 000003,000010), in this order")
     p.add_argument("--crops", type=_crops, default=AUTO_CROPS, metavar="auto|text,eyes,ears",
@@ -86,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels.jsonl of make_demo_dataset.py (default: GT/labels.jsonl when present)")
     p.add_argument("--seed-offset", type=int, default=TEST_SEED_OFFSET,
                    help=f"seed of 000000.png when attributes come from the seed (default {TEST_SEED_OFFSET})")
-    p.add_argument("--max-width", type=_positive_int, default=MAX_WIDTH, help=f"PNG width limit (default {MAX_WIDTH})")
+    p.add_argument("--max-width", type=positive_int, default=MAX_WIDTH, help=f"PNG width limit (default {MAX_WIDTH})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return p
 
