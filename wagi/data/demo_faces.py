@@ -52,6 +52,10 @@ TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"  # no I/O: they read as 1/0
 CLOTHING_PATTERNS = ("plain", "stripes", "checks")
 HAIR_STYLES = ("short", "long", "bob", "curly", "bald")
 
+# Labels an attribute judge predicts and editing directions target (ground truth: the attribute dict).
+BINARY_ATTRIBUTES = ("has_glasses", "has_earrings", "has_necklace", "has_text", "has_freckles", "has_stubble",
+                     "mouth_open")
+CATEGORICAL_ATTRIBUTES: Dict[str, Tuple[Any, ...]] = {}  # filled below, once the palettes exist
 MIN_TEXT_CONTRAST = 90.0  # luma difference (0-255) between letters and the surface they sit on
 RGB = List[int]
 
@@ -78,6 +82,14 @@ EYE_PALETTE: Dict[str, Tuple[int, int, int]] = {
     "grey": (120, 132, 140),
 }
 METALS: Dict[str, Tuple[int, int, int]] = {"gold": (222, 180, 60), "silver": (200, 204, 212)}
+CATEGORICAL_ATTRIBUTES.update({
+    "clothing_pattern": CLOTHING_PATTERNS,
+    "hair_style": HAIR_STYLES,
+    "hair_colour": tuple(HAIR_PALETTE),
+    "eye_colour": tuple(EYE_PALETTE),
+    "skin_tone": tuple(range(len(SKIN_PALETTE))),
+    "neckline": ("round", "v"),
+})
 LIP_TINT = np.array([0.86, 0.55, 0.58])  # lips: the skin colour with less green and blue
 LENS_TINT = (30, 30, 40, 110)  # sunglasses: translucent dark grey (RGBA)
 

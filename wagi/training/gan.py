@@ -328,6 +328,8 @@ class GANTrainer(StopControl):
         resume_path = resolve_resume(resume, self.ckpt_dir)
         if resume_path is not None:
             self._load_training_state(resume_path)
+        elif gc.init is not None:
+            self._warm_start(Path(gc.init))
 
         self.g_pass = GeneratorPass(self.G)
         self.d_pass = DiscriminatorPass(self.D, tc.channels_last)
@@ -407,6 +409,25 @@ class GANTrainer(StopControl):
                            training=self.training_state())
 
         return save_and_prune(write, self.ckpt_dir, step_checkpoint_name(self.step), self.cfg.train.keep_checkpoints)
+
+    def _warm_start(self, path: Path) -> None:
+        """Start G and g_ema from a trained generator (``generator.init``); D and the optimisers start fresh.
+
+        Used to continue training a generator whose full training state is gone (an exported fp16
+        g_ema file is enough): the architecture must match the config exactly.
+        """
+        g, _, info = load_generator(path)
+        mine = self.G.state_dict()
+        theirs = g.state_dict()
+        bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
+        if bad or len(theirs) != len(mine):
+            raise ValueError(f"generator.init: {path} does not match this config's generator "
+                             f"(first mismatching key: {bad[0] if bad else 'extra keys'})")
+        with torch.no_grad():
+            self.G.load_state_dict({k: v.float() for k, v in theirs.items()}, strict=True)
+            self.g_ema.load_state_dict(self.G.state_dict(), strict=True)
+        if self.dist.is_main:
+            print(f"warm start: G and g_ema from {path} ({info['format']}); D starts fresh", file=sys.stderr)
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")

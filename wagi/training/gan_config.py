@@ -50,6 +50,7 @@ class GANGeneratorConfig:
     channel_multiplier: int = 2
     channel_max: Optional[int] = None
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
+    init: Optional[str] = _path(None)      # warm start: G and g_ema from this generator file (D fresh)
 
 
 @dataclass
