@@ -191,15 +191,26 @@ class WaGI(nn.Module):
             base = self.decode(w)
         else:
             w = _as_wplus(images_or_latents, self.n_latent)
-        outs = []
-        for s in strengths:
-            we = w + s * d
-            branches = self.synthesize(we)
-            edited = self.compose(branches)
-            if is_image and fuse and self.fusion is not None:
-                edited = self.fused_decode(we, branches, self.fusion_outputs(x, base, target=edited))
-            outs.append(edited)
+            x = base = None
+        outs = [self.render_edit(w, d, s, x, base, fuse=fuse) for s in strengths]
         return outs[0] if isinstance(strength, (int, float)) else torch.stack(outs)
+
+    def render_edit(self, w_plus: torch.Tensor, direction: torch.Tensor, strength: float,
+                    x: Optional[torch.Tensor] = None, base: Optional[torch.Tensor] = None,
+                    fuse: bool = True) -> torch.Tensor:
+        """Render ``w_plus + strength · direction`` (codes already inverted: the edit loop of :meth:`edit`).
+
+        ``x``: the inverted images at the generator size and ``base``: their unfused reconstructions;
+        with both given and ``fuse``, the fusion moves the input's details onto the edited image.
+        ``direction``: (N or 1, n_latent, D) or anything :meth:`edit` accepts.
+        """
+        d = direction.to(w_plus) if direction.dim() == 3 else _as_direction(direction.to(w_plus), self.n_latent)
+        we = w_plus + float(strength) * d
+        branches = self.synthesize(we)
+        edited = self.compose(branches)
+        if x is not None and base is not None and fuse and self.fusion is not None:
+            edited = self.fused_decode(we, branches, self.fusion_outputs(x, base, target=edited))
+        return edited
 
     # ------------------------------------------------------------------------------------ persistence
 
