@@ -251,3 +251,193 @@ def test_writer_script_end_to_end_and_refuses_overwrite(tmp_path, capsys):
     # and the library path replaces them only when asked
     df.write_demo_dataset(out, 5, 64, seed_offset=HELD_OUT + 10, overwrite=True, progress=False)
     assert Image.open(out / "000003.png").tobytes() == df.render_face(HELD_OUT + 13, 64).tobytes()
+
+
+# ---- ground truth for editing: with_attribute, paired_renders, attribute_mask, attribute_labels ----
+
+
+def _diff(pair):
+    on, off = (np.asarray(im, dtype=int) for im in pair)
+    return np.abs(on - off).max(axis=-1)
+
+
+def _attribute_box(a, name, size):
+    """Boolean (size, size): a generous box, from the face geometry, around where ``name`` is drawn."""
+    cx, cy, rx = a["head_cx"], a["head_cy"], a["head_rx"]
+    ry = rx * a["head_aspect"]
+    x0, x1, y0, y1 = 0.0, 1.0, 0.0, 1.0
+    if name in ("has_text", "has_necklace"):  # on the chest, below the shoulder line
+        y0 = cy + ry * 1.05
+    elif name == "has_glasses":  # a band around the eyes, temple arms to the ears
+        ey = cy + ry * a["eye_y"]
+        x0, x1, y0, y1 = cx - rx, cx + rx, ey - 0.12, ey + 0.12
+    elif name == "has_earrings":  # below the ear lobes
+        x0, x1, y0, y1 = cx - rx * 1.2, cx + rx * 1.2, cy, cy + ry * 0.3 + 0.05
+        ex = np.abs(np.arange(size) / size - cx) >= rx * 0.75
+    elif name in ("has_freckles", "has_stubble"):  # on the lower half of the face
+        x0, x1, y0, y1 = cx - rx, cx + rx, cy, cy + ry
+    elif name == "mouth_open":
+        my = cy + ry * a["mouth_y"]
+        x0, x1, y0, y1 = cx - rx * 0.62, cx + rx * 0.62, my - 0.06, my + 0.06
+    ys, xs = np.arange(size)[:, None] / size, np.arange(size)[None, :] / size
+    box = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+    if name == "has_earrings":
+        box &= ex[None, :]
+    return df.dilate_mask(box, 3)  # the LANCZOS downsample spreads a drawn pixel up to 3 output pixels
+
+
+@pytest.mark.parametrize("name", df.BINARY_ATTRIBUTES)
+def test_paired_renders_differ_only_inside_the_mask_and_the_mask_sits_on_the_attribute(name):
+    for seed in range(HELD_OUT, HELD_OUT + 3):
+        attrs = df.sample_attributes(seed)
+        pair = df.paired_renders(attrs, name, 64)
+        assert all(im.mode == "RGB" and im.size == (64, 64) for im in pair)
+        # the face as sampled is one of the pair
+        own = df.render_from_attributes(attrs, 64).tobytes()
+        assert pair[0 if attrs[name] else 1].tobytes() == own
+        d = _diff(pair)
+        mask = df.attribute_mask(attrs, name, 64)
+        assert mask.shape == (64, 64) and mask.dtype == bool and mask.any()
+        assert np.array_equal(mask, d > df.MASK_THRESHOLD)
+        assert d[~mask].max(initial=0) <= df.MASK_THRESHOLD
+        assert not (mask & ~_attribute_box(attrs, name, 64)).any(), (seed, name)
+        # the same mask whether the face has the attribute or not
+        flipped = df.with_attribute(attrs, name, not attrs[name])
+        assert np.array_equal(df.attribute_mask(flipped, name, 64), mask)
+
+
+def test_toggling_text_changes_no_pixel_outside_the_text_mask():
+    for seed in _first_seeds(lambda a: a["has_text"], 3):
+        attrs = df.sample_attributes(seed)
+        on = np.asarray(df.render_from_attributes(attrs, 128), dtype=int)
+        off = np.asarray(df.render_from_attributes(df.with_attribute(attrs, "has_text", False), 128), dtype=int)
+        changed = np.abs(on - off).max(axis=-1)
+        mask = df.attribute_mask(attrs, "has_text", 128)
+        assert changed[~mask].max() <= df.MASK_THRESHOLD
+        # beyond the LANCZOS kernel's reach (3 output px) not one level changes
+        assert changed[~df.dilate_mask(mask, 3)].max() == 0
+        assert 40 <= mask.sum() <= 128 * 128 // 20  # a few letters, not the whole chest
+
+
+def test_dilation_grows_the_mask_and_contains_it():
+    attrs = df.sample_attributes(HELD_OUT)
+    mask = df.attribute_mask(attrs, "has_glasses", 64)
+    grown = df.attribute_mask(attrs, "has_glasses", 64, dilate=2)
+    assert np.array_equal(grown, df.dilate_mask(mask, 2))
+    assert (grown >= mask).all() and grown.sum() > mask.sum()
+    assert (df.dilate_mask(mask, 3) >= grown).all()
+    assert np.array_equal(df.dilate_mask(mask, 0), mask)
+    dot = np.zeros((9, 9), dtype=bool)
+    dot[4, 4] = True
+    square = df.dilate_mask(dot, 2)
+    assert square.sum() == 25 and square[2:7, 2:7].all()  # Chebyshev distance: a square
+    edge = np.zeros((5, 5), dtype=bool)
+    edge[0, 0] = True
+    assert df.dilate_mask(edge, 1).sum() == 4  # clipped at the border
+    with pytest.raises(ValueError, match="radius"):
+        df.dilate_mask(mask, -1)
+
+
+def test_a_face_without_glasses_has_a_would_be_glasses_mask():
+    seed = _first_seeds(lambda a: not a["has_glasses"], 1)[0]
+    attrs = df.sample_attributes(seed)
+    mask = df.attribute_mask(attrs, "has_glasses", 128)
+    assert mask.sum() > 100  # measured at 128 px: 170..~900 pixels over 1000 held-out faces
+    with_glasses = df.with_attribute(attrs, "has_glasses", True)
+    assert np.array_equal(df.attribute_mask(with_glasses, "has_glasses", 128), mask)
+    assert df.render_from_attributes(attrs, 128).tobytes() == df.paired_renders(attrs, "has_glasses", 128)[1].tobytes()
+
+
+def test_with_attribute_copies_and_sets_derived_colours():
+    attrs = df.sample_attributes(HELD_OUT + 3)
+    before = json.dumps(attrs, sort_keys=True)
+    new = df.with_attribute(attrs, "has_glasses", not attrs["has_glasses"])
+    assert new["has_glasses"] is (not attrs["has_glasses"])
+    assert json.dumps(attrs, sort_keys=True) == before  # the input is untouched
+    new["hair_rgb"][0] = -1
+    assert attrs["hair_rgb"][0] != -1  # a deep copy: no shared lists
+    for name, key, palette in (("hair_colour", "hair_rgb", df.HAIR_PALETTE), ("eye_colour", "eye_rgb", df.EYE_PALETTE)):
+        other = next(c for c in df.CATEGORICAL_ATTRIBUTES[name] if c != attrs[name])
+        changed = df.with_attribute(attrs, name, other)
+        assert changed[name] == other and changed[key] == list(palette[other])
+        assert df.attribute_mask(attrs, name, 64, value=other).any()
+    tone = (attrs["skin_tone"] + 3) % 6
+    dark = df.with_attribute(attrs, "skin_tone", tone)
+    assert dark["skin_tone"] == tone and dark["skin_rgb"] == list(df.SKIN_PALETTE[tone])
+    assert dark["lip_rgb"] != attrs["lip_rgb"]  # the lips follow the skin
+    # setting the class a face already has changes nothing, not even the jittered colour
+    assert df.with_attribute(attrs, "hair_colour", attrs["hair_colour"]) == attrs
+    same = df.paired_renders(attrs, "hair_colour", 64, value=attrs["hair_colour"])
+    assert same[0].tobytes() == same[1].tobytes()
+    assert df.with_attribute(attrs, "hair_style", "bald")["hair_style"] == "bald"
+
+
+@pytest.mark.parametrize(
+    "name,value,match",
+    [
+        ("has_hat", True, "unknown attribute 'has_hat'.*has_glasses.*hair_colour"),
+        ("smile", 0.5, "unknown attribute 'smile'"),
+        ("has_glasses", 1, "'has_glasses' takes True or False, got 1 \\(int\\)"),
+        ("has_text", "yes", "takes True or False"),
+        ("hair_colour", "purple", "'hair_colour' takes one of \\['black'.*got 'purple'"),
+        ("hair_style", 4, "hair_style"),
+        ("skin_tone", 6, "'skin_tone' takes one of \\[0, 1, 2, 3, 4, 5\\], got 6"),
+        ("skin_tone", "3", "skin_tone"),
+        ("skin_tone", True, "skin_tone"),
+        ("neckline", "crew", "'neckline' takes one of \\['round', 'v'\\]"),
+    ],
+)
+def test_with_attribute_rejects_unknown_names_and_values(name, value, match):
+    attrs = df.sample_attributes(HELD_OUT)
+    with pytest.raises(ValueError, match=match):
+        df.with_attribute(attrs, name, value)
+
+
+def test_paired_renders_and_masks_of_categorical_attributes():
+    attrs = df.sample_attributes(HELD_OUT + 1)
+    with pytest.raises(ValueError, match="needs a value"):
+        df.paired_renders(attrs, "eye_colour", 64)
+    with pytest.raises(ValueError, match="takes no value"):
+        df.paired_renders(attrs, "has_text", 64, value=True)
+    with pytest.raises(ValueError, match="unknown attribute"):
+        df.attribute_mask(attrs, "has_hat", 64)
+    union = df.attribute_mask(attrs, "eye_colour", 64)  # value=None: every other class
+    others = [c for c in df.CATEGORICAL_ATTRIBUTES["eye_colour"] if c != attrs["eye_colour"]]
+    singles = [df.attribute_mask(attrs, "eye_colour", 64, value=c) for c in others]
+    assert np.array_equal(union, np.logical_or.reduce(singles))
+    # the irises only: a small part of the face, inside the eye band
+    ry = attrs["head_rx"] * attrs["head_aspect"]
+    ey = int((attrs["head_cy"] + ry * attrs["eye_y"]) * 64)
+    rows = np.nonzero(union.any(axis=1))[0]
+    assert 0 < union.sum() < 64 * 64 // 30 and abs(rows.mean() - ey) <= 2
+    before, after = df.paired_renders(attrs, "eye_colour", 64, value=others[0])
+    assert before.tobytes() == df.render_from_attributes(attrs, 64).tobytes() != after.tobytes()
+
+
+def test_labels_match_the_attributes():
+    for seed in range(HELD_OUT, HELD_OUT + 5):
+        attrs = df.sample_attributes(seed)
+        labels = df.attribute_labels(attrs)
+        assert set(labels) == set(df.BINARY_ATTRIBUTES) | set(df.CATEGORICAL_ATTRIBUTES)
+        for name in df.BINARY_ATTRIBUTES:
+            assert labels[name] is attrs[name]
+        for name, classes in df.CATEGORICAL_ATTRIBUTES.items():
+            assert type(labels[name]) is int and classes[labels[name]] == attrs[name]
+        assert labels["skin_tone"] == attrs["skin_tone"]
+        flipped = df.with_attribute(attrs, "hair_colour", "pink")
+        assert df.attribute_labels(flipped)["hair_colour"] == df.CATEGORICAL_ATTRIBUTES["hair_colour"].index("pink")
+
+
+def test_visible_only_labels_drop_stubble_lost_in_dark_skin():
+    # measured: seed 1900256 has stubble on the darkest skin with grey hair, at most 10 levels of change
+    attrs = df.sample_attributes(df.TEST_SEED_OFFSET + 900_256)
+    assert attrs["has_stubble"] and attrs["skin_tone"] == 5
+    assert df.attribute_labels(attrs)["has_stubble"] is True
+    visible = df.attribute_labels(attrs, visible_only=True)
+    assert visible["has_stubble"] is False
+    assert df.attribute_mask(attrs, "has_stubble", 128).any()  # drawn, but faintly
+    assert not df.attribute_mask(attrs, "has_stubble", 128, threshold=df.VISIBLE_THRESHOLD).any()
+    # visible_only only ever switches labels off, and keeps the clearly drawn ones
+    plain = df.attribute_labels(attrs)
+    assert all(plain[n] or not visible[n] for n in df.BINARY_ATTRIBUTES)
+    assert all(visible[n] == plain[n] for n in df.BINARY_ATTRIBUTES if n != "has_stubble")
