@@ -370,12 +370,35 @@ def bundle(out_dir: PathLike, items: Sequence[BundleItem], note: Optional[str] =
         prepared = [_prepare(item, Path(tmp), limit, note) for item in items]
     for p in prepared:
         atomic_write(out_dir / p.entry["file"], p.data)
-        manifest["models"][p.item.name] = p.entry
-    head = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "updated": _now(),
-            "models": dict(sorted(manifest["models"].items()))}
-    manifest = {**head, **{k: v for k, v in manifest.items() if k not in head}}
-    atomic_write(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    write_manifest(out_dir, manifest, {p.item.name: p.entry for p in prepared})
     return [p.entry for p in prepared]
+
+
+def write_manifest(out_dir: PathLike, manifest: Mapping[str, Any], entries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Merge ``entries`` (name → entry, each with a ``file`` inside the bundle) into ``manifest`` and write it."""
+    models = dict(manifest["models"])
+    for name, entry in entries.items():
+        check_name(name)
+        models[name] = _json_plain(dict(entry), f"manifest entry {name!r}")
+    head = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "updated": _now(),
+            "models": dict(sorted(models.items()))}
+    out = {**head, **{k: v for k, v in manifest.items() if k not in head}}
+    atomic_write(Path(out_dir) / MANIFEST_NAME, json.dumps(out, indent=2, allow_nan=False) + "\n")
+
+
+def file_entry(out_dir: PathLike, file: str, kind: str, **fields: Any) -> Dict[str, Any]:
+    """A manifest entry for a file already written inside the bundle: size, sha256, date and ``fields``."""
+    path = Path(out_dir) / file
+    if not _inside_bundle(file) or not path.is_file():
+        raise BundleError(f"{file!r} is not a file inside the bundle {out_dir}")
+    return {"file": file, "kind": kind, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "torch": torch.__version__, "date": _now(), **fields}
+
+
+def _inside_bundle(file: str) -> bool:
+    """A relative path that stays inside the bundle folder (``wagi.pt``, ``directions/glasses.npy``)."""
+    parts = Path(file).parts
+    return bool(parts) and not Path(file).is_absolute() and ".." not in parts and "\\" not in file
 
 
 def verify_bundle(out_dir: PathLike) -> Tuple[List[str], int]:
@@ -388,8 +411,8 @@ def verify_bundle(out_dir: PathLike) -> Tuple[List[str], int]:
     problems: List[str] = []
     for name, entry in manifest["models"].items():
         file = entry.get("file") if isinstance(entry, Mapping) else None
-        if not isinstance(file, str) or Path(file).name != file or not entry.get("sha256"):
-            problems.append(f"entry {name!r}: no plain 'file' name and 'sha256' in the manifest")
+        if not isinstance(file, str) or not _inside_bundle(file) or not entry.get("sha256"):
+            problems.append(f"entry {name!r}: no 'file' inside the bundle and 'sha256' in the manifest")
             continue
         path = out_dir / file
         if not path.is_file():
@@ -406,6 +429,6 @@ def verify_bundle(out_dir: PathLike) -> Tuple[List[str], int]:
 
 __all__ = [
     "BundleError", "BundleItem", "bundle", "verify_bundle", "read_manifest", "parse_named_path", "check_name",
-    "sha256_file", "last_val_record", "run_metrics_file", "half_state_dict", "wagi_fp16_checkpoint",
+    "sha256_file", "last_val_record", "write_manifest", "file_entry", "run_metrics_file", "half_state_dict", "wagi_fp16_checkpoint",
     "MANIFEST_NAME", "MAX_FILE_BYTES", "FP32_KEYS",
 ]

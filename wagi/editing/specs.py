@@ -2,7 +2,8 @@
 
 =========================  ==================================================================================
 ``boundary:FILE``          InterFaceGAN boundary (``.npy`` / ``.pt``), :func:`load_boundary`; strength in
-                           the file's units (unit norm: distance to the hyperplane)
+                           the file's units (unit norm: distance to the hyperplane). ``boundary:NAME``
+                           takes a direction shipped with the demo bundle (``glasses``, ...)
 ``sefa:INDEX``             SeFa eigenvector INDEX (unit norm) of the generator's modulation weights; with a
                            layer range, factorised from the layers of those W+ entries only
 ``ganspace:INDEX``         GANSpace component INDEX scaled by its standard deviation (strength = σ's)
@@ -117,6 +118,9 @@ def build_edit(model: nn.Module, text: str, options: Optional[EditOptions] = Non
     ref = model.latent_avg
 
     if kind == "boundary":
+        if not Path(spec).exists():  # a shipped direction's name (boundary:glasses)
+            from .shipped import resolve_shipped  # the bundle reader is only needed here
+            spec = str(resolve_shipped(spec) or spec)
         d = load_boundary(spec, n_latent, style_dim, layer_range)
         return LatentEdit(text, direction=d.to(ref))
 
