@@ -707,3 +707,69 @@ def check_report_outputs(out_dir: PathLike, overwrite: bool) -> None:
     existing = [n for n in REPORT_FILES if os.path.lexists(os.path.join(os.fspath(out_dir), n))]
     if existing and not overwrite:
         raise OutputExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
+
+
+# --------------------------------------------------------------------------------------------
+# Fréchet distance between feature distributions (FD-judge: features of wagi.models.judge)
+# --------------------------------------------------------------------------------------------
+FD_EPS = 1e-6  # added to both covariance diagonals when their product has no finite square root
+FD_IMAG_TOL = 1e-3  # largest imaginary part of sqrtm's diagonal accepted as round-off
+
+
+def feature_statistics(features: Union[torch.Tensor, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean ``(D,)`` and covariance ``(D, D)`` (unbiased, ``N - 1``) of ``(N, D)`` features, in float64."""
+    f = features.detach().to("cpu", torch.float64).numpy() if isinstance(features, torch.Tensor) \
+        else np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"feature_statistics needs (N, D) features with N >= 2, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr(sqrtm(sigma1 @ sigma2))`` for covariance (symmetric PSD) matrices.
+
+    With SciPy: ``scipy.linalg.sqrtm`` as in the reference FID code (Heusel et al. 2017; pytorch-fid),
+    retried with ``FD_EPS`` on both diagonals when the result is not finite (near-singular covariances);
+    imaginary round-off is dropped, a real imaginary part (> ``FD_IMAG_TOL``) raises ``ValueError``.
+    Without SciPy: ``tr(sqrt(A))`` of the symmetric ``A = sqrt(s1) s2 sqrt(s1)``, which has the same
+    eigenvalues as ``s1 s2``, by two symmetric eigendecompositions (negative round-off eigenvalues -> 0).
+    """
+    try:
+        from scipy import linalg
+    except ImportError:
+        linalg = None
+    if linalg is not None:
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if isinstance(covmean, tuple):  # older SciPy with disp=False semantics
+            covmean = covmean[0]
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * FD_EPS
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        if np.iscomplexobj(covmean):
+            if not np.allclose(np.diagonal(covmean).imag, 0, atol=FD_IMAG_TOL):
+                raise ValueError(f"frechet_distance: sqrtm has an imaginary component "
+                                 f"{np.max(np.abs(covmean.imag)):.3g}; the covariances are not valid")
+            covmean = covmean.real
+        return float(np.trace(covmean))
+    w1, v1 = np.linalg.eigh(sigma1)
+    sqrt1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    w = np.linalg.eigvalsh(sqrt1 @ sigma2 @ sqrt1)
+    return float(np.sqrt(np.clip(w, 0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2):
+    ``|mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2))`` (the FID formula; with judge features
+    it is "FD-judge"). Inputs: arrays or tensors, ``(D,)`` and ``(D, D)``; computed in float64."""
+    def arr(a):
+        return a.detach().to("cpu", torch.float64).numpy() if isinstance(a, torch.Tensor) \
+            else np.asarray(a, dtype=np.float64)
+    mu1, mu2, sigma1, sigma2 = np.atleast_1d(arr(mu1)), np.atleast_1d(arr(mu2)), np.atleast_2d(arr(sigma1)), \
+        np.atleast_2d(arr(sigma2))
+    d = mu1.shape[0]
+    if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
+        raise ValueError(f"frechet_distance: shapes mu1 {mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, "
+                         f"sigma2 {sigma2.shape} do not fit one dimension")
+    diff = mu1 - mu2
+    fd = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * _trace_sqrt_product(sigma1, sigma2))
+    return max(fd, 0.0)  # >= 0 exactly; a negative value is round-off (e.g. FD of a set with itself)
