@@ -388,7 +388,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "steps": summary["steps"], "planned_steps": summary["planned_steps"],
         "train_seconds": round(summary["train_seconds"], 1), "render_seconds": round(render_s, 1),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": str(torch.__version__),  # TorchVersion is not plain data "accuracy": acc,
+        "torch": str(torch.__version__),  # TorchVersion is not plain data
+        "accuracy": acc,
     }
     save_judge(judge.cpu(), args.out, **meta)
     report = dict(meta, checkpoint=str(args.out), first_loss=summary["first_loss"],

@@ -3,6 +3,7 @@ import argparse
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,11 @@ def test_save_checkpoint_refuses_non_plain_data(tmp_path):
     save_checkpoint(ok, path)
     out = torch.load(path, weights_only=True)
     assert out["b"] == (torch.float16, torch.device("cpu")) and out["a"] == ok["a"]
+    # subclasses of plain scalars do not survive weights_only loading: refused when saving
+    with pytest.raises(TypeError, match=r"checkpoint\['torch'\].*TorchVersion"):
+        save_checkpoint({"torch": torch.__version__}, tmp_path / "v.pt")
+    with pytest.raises(TypeError, match="float64"):
+        save_checkpoint({"x": np.float64(1.5)}, tmp_path / "f.pt")
 
 
 def test_rosinality_namespace_loads_without_trust(tmp_path):

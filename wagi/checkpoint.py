@@ -63,8 +63,8 @@ def check_plain(obj: Any, where: str = "checkpoint") -> None:
         if type(obj) not in (torch.Tensor, torch.nn.Parameter):
             raise TypeError(f"{where}: tensor subclass {type(obj).__name__} is not plain data")
         return
-    if isinstance(obj, _PLAIN_SCALARS):
-        return
+    if type(obj) in _PLAIN_SCALARS:
+        return  # exact types: a subclass (torch.__version__'s TorchVersion, numpy.float64) fails weights_only loading
     if type(obj) in (dict, OrderedDict):
         for k, v in obj.items():
             if not isinstance(k, (str, int, float, bool, tuple)):
