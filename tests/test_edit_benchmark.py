@@ -135,11 +135,30 @@ def test_edit_py_resolves_a_shipped_direction_by_name(tiny_bundle, monkeypatch):
     from wagi.editing.specs import build_edit
     from wagi.models.wagi import WaGI
     monkeypatch.setattr(shipped, "DEMO_BUNDLE", tiny_bundle)
-    monkeypatch.setattr(shipped.resolve_shipped, "__defaults__", (tiny_bundle,))
     model = WaGI.load(tiny_bundle / "wagi.pt")
     edit = build_edit(model, "boundary:glasses")
     ref = torch.from_numpy(np.load(tiny_bundle / "directions" / "glasses.npy"))
     assert torch.allclose(edit.direction.float().cpu(), ref.float())
+    s = load_shipped(tiny_bundle)["glasses"].strength
+    assert edit.default_strengths == (-s, 0.0, s)  # remove, unchanged, add at the documented strength
     with pytest.raises((ValueError, FileNotFoundError)):
         build_edit(model, "boundary:no_such_direction")
     assert isinstance(load_shipped(tiny_bundle)["glasses"], ShippedDirection)
+
+
+def test_fd_judge_script_compares_generators(tmp_path):
+    torch.manual_seed(0)
+    save_judge(AttributeJudge(channels=(8, 16), convs=(1, 1)), tmp_path / "j.pt")
+    mod = _script("fd_judge")
+    out = tmp_path / "fd.json"
+    assert mod.main(["--judge", str(tmp_path / "j.pt"), "--n", "16", "--batch-size", "8", "--device", "cpu",
+                     "--generator", f"g={DEMO / 'swagan128.pt'}", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["fd_judge"]["g"] > 0 and res["n"] == 16
+    # the same features on both sides give a distance of (numerically) zero
+    real = mod.real_features(AttributeJudge(channels=(8, 16), convs=(1, 1)).eval(), 12, 6, torch.device("cpu"),
+                             progress=False)
+    from wagi.metrics import feature_statistics, frechet_distance
+    mu, sig = feature_statistics(real)
+    assert frechet_distance(mu, sig, mu, sig) == pytest.approx(0.0, abs=1e-6)
+    assert mod.main(["--judge", str(tmp_path / "missing.pt"), "--n", "4"]) == 2

@@ -43,15 +43,16 @@ class ShippedDirection:
     entry: Dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def direction_entries(bundle_dir: PathLike = DEMO_BUNDLE) -> Dict[str, Dict[str, Any]]:
+def direction_entries(bundle_dir: Optional[PathLike] = None) -> Dict[str, Dict[str, Any]]:
     """Manifest entries of kind ``direction`` (name → entry); empty when the bundle ships none."""
-    manifest = read_manifest(bundle_dir, missing_ok=True)
+    manifest = read_manifest(DEMO_BUNDLE if bundle_dir is None else bundle_dir, missing_ok=True)
     return {name: e for name, e in manifest["models"].items()
             if isinstance(e, dict) and e.get("kind") == DIRECTION_KIND}
 
 
-def resolve_shipped(name: str, bundle_dir: PathLike = DEMO_BUNDLE) -> Optional[Path]:
+def resolve_shipped(name: str, bundle_dir: Optional[PathLike] = None) -> Optional[Path]:
     """The file of the shipped direction ``name``, or None when the bundle has no direction of that name."""
+    bundle_dir = DEMO_BUNDLE if bundle_dir is None else bundle_dir
     entry = direction_entries(bundle_dir).get(name)
     if entry is None:
         return None

@@ -118,11 +118,16 @@ def build_edit(model: nn.Module, text: str, options: Optional[EditOptions] = Non
     ref = model.latent_avg
 
     if kind == "boundary":
+        strengths = LINEAR_STRENGTHS
         if not Path(spec).exists():  # a shipped direction's name (boundary:glasses)
-            from .shipped import resolve_shipped  # the bundle reader is only needed here
+            from .shipped import direction_entries, resolve_shipped  # the bundle reader is only needed here
+            entry = direction_entries().get(spec)
+            if entry is not None:
+                s = float(entry["strength"])  # its documented strength: remove, unchanged, add
+                strengths = (-s, 0.0, s)
             spec = str(resolve_shipped(spec) or spec)
         d = load_boundary(spec, n_latent, style_dim, layer_range)
-        return LatentEdit(text, direction=d.to(ref))
+        return LatentEdit(text, direction=d.to(ref), default_strengths=strengths)
 
     if kind == "sefa":
         index = _index(spec, kind)
