@@ -2,6 +2,7 @@
 """Edit images (or saved latents) along a latent direction and write one strip per image over strengths.
 
     python scripts/edit.py --input photos/ --direction boundary:smile.npy --strengths -3,0,3 --output edits/
+    python scripts/edit.py --input examples/ --direction boundary:glasses    # a direction shipped with the demo
     python scripts/edit.py --input a.png --direction sefa:0 --layers 0:4
     python scripts/edit.py --input a.png --direction ganspace:54,7,8,20          # HFGI-style GANSpace edit
     python scripts/edit.py --input a.png --direction text:"a smiling face" --neutral "a face" --beta 0.1
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, default=None, help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
     p.add_argument("--direction", required=True, metavar="KIND:SPEC", help="see the list below")
     p.add_argument("--strengths", default=None,
-                   help="comma-separated strengths (default -3,0,3; 0,0.5,1 for mapper and HFGI GANSpace edits)")
+                   help="comma-separated strengths (default -3,0,3; -s,0,s for a shipped direction of documented "
+                        "strength s; 0,0.5,1 for mapper and HFGI GANSpace edits)")
     p.add_argument("--layers", default=None, metavar="START:END", help="apply only to W+ entries [START, END)")
     p.add_argument("--output", type=Path, default=Path("edits"), help="output folder (default ./edits)")
     p.add_argument("--individual", action="store_true", help="also write each strength as its own image")
