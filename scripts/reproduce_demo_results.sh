@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Regenerate every number and figure of docs/results.md from the bundled demo models, on the CPU (~10 min
+# Regenerate every number and figure of docs/results.md from the bundled demo models, on the CPU (~25 min
 # on 2 cores): 500 held-out demo faces, per-sub-band L2 of the four demo models, the Figure-2b-style bar
-# chart and the qualitative grid with crops. Outputs: outputs/demo_results/ (tables, csv, json, figures)
-# and docs/img/results_*.png.
+# chart and the qualitative grid with crops; then the editing section: the edit-fidelity benchmark of the
+# four models with the shipped directions on 200 held-out faces, and FD-judge of the bundled generator.
+# Outputs: outputs/demo_results/ (tables, csv, json, figures), outputs/edit_benchmark/ and docs/img/*.png.
 set -euo pipefail
 PY=${PYTHON:-python}
 TEST=${TEST_DIR:-data/demo_test500}
@@ -18,4 +19,8 @@ $PY scripts/qualitative_grid.py --gt "$TEST" --labels "$TEST/labels.jsonl" --see
   --method wagi="$OUTDIR/recon/wagi" --crops text,eyes --n 4 --out docs/img/results_qualitative.png --overwrite
 cp "$OUTDIR/subbands_bar.png" docs/img/results_subbands_bar.png
 cp "$OUTDIR/subbands_example.png" docs/img/results_subbands_example.png
-echo "tables: $OUTDIR/results.md"
+EDITS=${EDIT_DIR:-outputs/edit_benchmark}
+$PY scripts/eval_edits.py --n 200 --device cpu --out "$EDITS" --overwrite --no-progress
+cp "$EDITS/edits_figure.png" docs/img/results_edits.png
+$PY scripts/fd_judge.py --n 5000 --device cpu --json "$EDITS/fd_judge.json"
+echo "tables: $OUTDIR/results.md, $EDITS/edits.md"

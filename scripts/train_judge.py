@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_JUDGE_PATH, help=f"checkpoint to write (default {DEFAULT_JUDGE_PATH})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its JSON report")
+    p.add_argument("--record", action="store_true", help="with --eval-only: store the accuracies in CKPT's meta")
     p.add_argument("--eval-only", type=Path, default=None, metavar="CKPT",
                    help="evaluate this trained judge on --n-test held-out faces instead of training")
     p.add_argument("--n", type=positive_int, default=40000, help="training faces (default 40000)")
@@ -341,6 +342,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         acc = evaluate(judge, images, labels, device, batch_size=batch_size)
         _say(f"held-out accuracy of {args.eval_only} on {args.n_test} faces (seeds {JUDGE_TEST_SEED_OFFSET}+i):")
         _say(accuracy_table(acc))
+        if args.record:
+            save_judge(judge.cpu(), args.eval_only, **dict(meta, accuracy=acc, n_test=args.n_test,
+                                                           test_seed_offset=JUDGE_TEST_SEED_OFFSET))
+            _say(f"recorded the accuracies in {args.eval_only}")
         return 0
 
     report_path = args.out.with_suffix(".json")
