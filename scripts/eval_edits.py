@@ -14,8 +14,10 @@ the edit), leakage (other attributes' decisions that change), preservation (per-
 outside the edited attribute's dilated mask) and ghosting (high-band energy left where a removed
 attribute was, against the renderer's image without it).
 
-Writes --out/edits.md, edits.csv, edits.json and edits_figure.png (input | reconstruction | edits per
-model, with zoomed crops). Exit status: 0 written; 2 bad arguments, a missing model, judge or direction.
+Writes --out/edits.md, edits.csv, edits.json and edits_figure.png (input and each model's edit, fusion on
+where the model has one, each with a zoomed crop of the attribute's region). A model whose generator is not
+the one the directions were fitted for, or that cannot be read, is skipped with one line.
+Exit status: 0 written; 1 written, but a model was skipped; 2 bad arguments, a missing judge or direction.
 """
 import argparse
 import os
@@ -32,7 +34,9 @@ from wagi.cli import positive_int  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing.benchmark import (EDIT_TEST_SEED_OFFSET, EditBenchmark, csv_text, edit_figure, json_text,  # noqa: E402
                                     markdown_tables, prepare_faces, summary_markdown)
-from wagi.editing.shipped import DEMO_BUNDLE, load_shipped  # noqa: E402
+from wagi.data.demo_faces import check_seed_range  # noqa: E402
+from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET  # noqa: E402
+from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped  # noqa: E402
 from wagi.fileio import atomic_write  # noqa: E402
 from wagi.models.judge import load_judge  # noqa: E402
 from wagi.models.wagi import WaGI  # noqa: E402
@@ -100,6 +104,10 @@ def main(argv=None) -> int:
     if existing and not args.overwrite:
         return fail(f"{args.out} already holds {', '.join(existing)}; pass --overwrite to replace them")
     try:
+        check_seed_range(args.seed_offset, args.n)
+        if args.seed_offset < EDIT_TUNE_SEED_OFFSET < args.seed_offset + args.n:
+            raise ValueError(f"faces {args.seed_offset}..{args.seed_offset + args.n - 1} include the strength-tuning "
+                             f"faces ({EDIT_TUNE_SEED_OFFSET}+): use --n <= {EDIT_TUNE_SEED_OFFSET - args.seed_offset}")
         device = resolve_device(args.device)
         models = _models(args)
         directions = load_shipped(args.bundle, args.direction or None)
@@ -118,14 +126,23 @@ def main(argv=None) -> int:
     seeds = list(range(args.seed_offset, args.seed_offset + args.n))
     faces = prepare_faces(seeds, attrs, progress=progress)
     bench = EditBenchmark(judge, faces, device, batch_size=args.batch_size, progress=progress)
-    rows, loaded = [], {}
+    rows, loaded, skipped = [], {}, []
     for name, path in models.items():
         try:
             model = WaGI.load(path)
-        except Exception as err:  # one line per unreadable model; the others still run
-            return fail(f"--model {name}: {err}")
+            for dname, d in directions.items():
+                check_direction_fits(d.entry, model.generator, dname)
+        except Exception as err:  # one line per unusable model; the others still run
+            print(f"--model {name}: skipped: {err}", file=sys.stderr)
+            skipped.append(name)
+            continue
+        if modes == (True,) and model.fusion is None:
+            print(f"--model {name}: has no fusion; --fusion on runs it without", file=sys.stderr)
         loaded[name] = model
-        rows += bench.run_model(name, model, directions, args.factors, modes)
+        rows += bench.run_model(name, model, directions, args.factors, modes if model.fusion is not None
+                                else (False,))
+    if not rows:
+        return fail("no model could be evaluated")
     meta = {"n_faces": args.n, "seed_offset": args.seed_offset, "factors": args.factors,
             "models": {k: str(v) for k, v in models.items()},
             "directions": {k: {"attribute": d.attribute, "strength": d.strength, "file": str(d.path)}
@@ -142,7 +159,7 @@ def main(argv=None) -> int:
     atomic_write(args.out / "edits_figure.png", edit_figure(loaded, directions, faces, device))
     print(summary_markdown(rows))
     print(f"{len(rows)} rows in {time.time() - t0:.0f} s -> {args.out}/edits.md, .csv, .json, _figure.png")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

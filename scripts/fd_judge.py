@@ -8,7 +8,7 @@ Not FID: the features are the demo attribute judge's (wagi.models.judge, 512-D: 
 of its last stage), not Inception's, so the numbers compare generators of the demo domain with each
 other and nothing else. Real faces are held-out seeds FD_REAL_SEED_OFFSET + i (1,100,000+, used by
 nothing else); samples are g_ema(z) with z ~ N(0, I) from torch seed --seed, no truncation unless
---truncation is given, noise fixed per sample. Prints one line per generator and writes --json.
+--truncation is given; z and the noise maps come from torch seed --seed, the same for every generator. Prints one line per generator and writes --json.
 Exit status: 0 done; 2 bad arguments or unreadable files.
 """
 import argparse
@@ -83,12 +83,12 @@ def main(argv=None) -> int:
     except Exception as err:  # one line: missing judge / generator, foreign file
         print(f"error: {err}", file=sys.stderr)
         return 2
-    torch.manual_seed(args.seed)  # the noise maps of randomize_noise
     t0 = time.time()
     mu_r, sig_r = feature_statistics(real_features(judge, args.n, args.batch_size, device))
     results = {"n": args.n, "real_seed_offset": FD_REAL_SEED_OFFSET, "judge": str(args.judge), "seed": args.seed,
                "truncation": args.truncation, "device": str(device), "fd_judge": {}, "generators": {}}
     for name, (g, avg, path) in loaded.items():
+        torch.manual_seed(args.seed)  # the noise maps (randomize_noise): the same stream for every generator
         mu, sig = feature_statistics(sample_features(judge, g, avg, args.n, args.batch_size, device, args.seed,
                                                      args.truncation))
         fd = frechet_distance(mu, sig, mu_r, sig_r)

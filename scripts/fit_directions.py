@@ -40,7 +40,8 @@ from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing import fit_boundary, save_boundary  # noqa: E402
 from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET, EditBenchmark, prepare_faces  # noqa: E402
 from wagi.editing.directions import parse_layer_range, restrict_layers  # noqa: E402
-from wagi.editing.shipped import DEMO_BUNDLE, DIRECTION_KIND, DIRECTIONS_DIR, ShippedDirection  # noqa: E402
+from wagi.editing.shipped import (DEMO_BUNDLE, DIRECTION_KIND, DIRECTIONS_DIR, ShippedDirection,  # noqa: E402
+                                  generator_fingerprint)
 from wagi.models.judge import load_judge  # noqa: E402
 from wagi.models.wagi import WaGI  # noqa: E402
 
@@ -95,9 +96,10 @@ def label_samples(model, judge, attributes, n, batch, device, truncation=1.0, pr
         z = torch.randn(min(batch, n - i), g.style_dim, generator=gen).to(device)
         w = g.style(z)
         if truncation != 1.0:
-            w = model.latent_avg.view(1, -1) + truncation * (w - model.latent_avg.view(1, -1))
+            avg = model.latent_avg.reshape(-1, g.style_dim).mean(0, keepdim=True)  # (1, D)
+            w = avg + truncation * (w - avg)
         img = model.decode(w.unsqueeze(1).expand(-1, g.n_latent, -1))
-        logits = judge(img)
+        logits = judge(img.clamp(-1, 1))
         ws.append(w.float().cpu())
         for a in attributes:
             scores[a].append(logits[a].float().cpu())
@@ -105,9 +107,10 @@ def label_samples(model, judge, attributes, n, batch, device, truncation=1.0, pr
 
 
 def choose_strength(table, target, max_leakage):
-    """The smallest strength meeting the target (see the module doc); ``(strength, met)``."""
+    """The smallest strength meeting the target (see the module doc); ``(strength, met)``. A class with no
+    tuning face counts as a success of 0: the target is never met untested."""
     def worst(r):
-        return min(v for v in (r["success_add"], r["success_remove"]) if v is not None)
+        return min(0.0 if v is None else v for v in (r["success_add"], r["success_remove"]))
     for r in table:
         if worst(r) >= target and r["leakage_max"] <= max_leakage:
             return r["strength"], True
@@ -167,6 +170,7 @@ def main(argv=None) -> int:
     unit = {names[a]: ShippedDirection(names[a], a, Path(), 1.0, d) for a, (d, _) in fitted.items()}
     rows = bench.run_model("tune", model, unit, args.strengths, fuse_modes=(False,))
     new_entries = {}
+    fingerprint = generator_fingerprint(model.generator)  # the W space these directions belong to
     out_dir = args.bundle / DIRECTIONS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     for a, (d, fit) in fitted.items():
@@ -176,8 +180,11 @@ def main(argv=None) -> int:
         strength, met = choose_strength(table, args.target, args.max_leakage)
         save_boundary(out_dir / f"{name}.npy", d, overwrite=True)
         r = next(t for t in table if t["strength"] == strength)
-        print(f"{name}: strength {strength:g} (add {r['success_add']:.2f}, remove {r['success_remove']:.2f}, "
-              f"leakage max {r['leakage_max']:.2f}){'' if met else '  TARGET MISSED'}")
+
+        def pct(v):
+            return "n/a" if v is None else f"{v:.2f}"
+        print(f"{name}: strength {strength:g} (add {pct(r['success_add'])}, remove {pct(r['success_remove'])}, "
+              f"leakage max {pct(r['leakage_max'])}){'' if met else '  TARGET MISSED'}")
         new_entries[name] = file_entry(
             args.bundle, f"{DIRECTIONS_DIR}/{name}.npy", DIRECTION_KIND, attribute=a, strength=strength,
             target_met=met, layers=list(layer_range) if layer_range else None,
@@ -186,6 +193,7 @@ def main(argv=None) -> int:
                  "judge_positive_fraction": float((scores[a] > 0).float().mean())},
             tuning={"model": str(tune_path), "faces": args.tune_n, "seed_offset": EDIT_TUNE_SEED_OFFSET,
                     "target": args.target, "max_leakage": args.max_leakage, "table": table},
+            generator_fingerprint=fingerprint, style_dim=int(d.shape[-1]),
             generator_sha256=gen_entry["sha256"] if gen_entry else None, judge_sha256=sha256_file(judge_path))
     write_manifest(args.bundle, read_manifest(args.bundle), new_entries)
     print(f"{len(new_entries)} directions in {time.time() - t0:.0f} s -> {out_dir}")

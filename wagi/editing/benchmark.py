@@ -132,7 +132,7 @@ class EditBenchmark:
 
     @torch.no_grad()
     def _judge(self, images: Tensor) -> Dict[str, Tensor]:
-        out = self.judge.predict(images.to(self.device))
+        out = self.judge.predict(images.to(self.device).clamp(-1, 1))  # as an image file would hold it
         return {k: v.cpu() for k, v in out.items() if k in BINARY_ATTRIBUTES}
 
     def _dilated(self, attribute: str, index: Sequence[int]) -> Tensor:
@@ -144,7 +144,7 @@ class EditBenchmark:
         """Rows of results for one model (see :func:`summary_rows` for the columns)."""
         model = model.to(self.device).eval()
         has_fusion = getattr(model, "fusion", None) is not None
-        modes = [m for m in fuse_modes if has_fusion or not m]
+        modes = [m for m in fuse_modes if has_fusion or not m] or [False]
         n = len(self.faces)
         # invert every face once
         codes, bases, xs = [], [], []
@@ -158,10 +158,8 @@ class EditBenchmark:
             bases.append(base)
             xs.append(x)
             for m in modes:
-                if m:
-                    recon[m].append(model.fused_decode(w, branches, model.fusion_outputs(x, base)).cpu())
-                else:
-                    recon[m].append(base.cpu())
+                out = model.fused_decode(w, branches, model.fusion_outputs(x, base)) if m else base
+                recon[m].append(resize(out, BENCH_SIZE).cpu())
         recon_t = {m: torch.cat(v) for m, v in recon.items()}
         recon_judge = {m: self._judge_all(recon_t[m]) for m in modes}
         rows = []
@@ -178,7 +176,8 @@ class EditBenchmark:
                         d = sd.direction.to(self.device)
                         d = d.expand(model.n_latent, -1) if d.shape[0] == 1 else d
                         shift = s * d.unsqueeze(0)  # (B, n_latent, D): +strength adds, -strength removes
-                        edited.append(model.render_edit(codes[b], shift, strength, xs[b], bases[b], fuse=m).cpu())
+                        out = model.render_edit(codes[b], shift, strength, xs[b], bases[b], fuse=m)
+                        edited.append(resize(out, BENCH_SIZE).cpu())
                     edited_t = torch.cat(edited).float()
                     rows.append(self._score(EditSetting(name, dname, attr, strength, m), gt, edited_t,
                                             recon_t[m].float(), recon_judge[m]))
@@ -200,6 +199,10 @@ class EditBenchmark:
         row["success_remove"] = float((~after[attr][rem]).float().mean()) if rem.any() else None
         row["recon_has_when_absent"] = float(recon_judge[attr][add].float().mean()) if add.any() else None
         row["recon_has_when_present"] = float(recon_judge[attr][rem].float().mean()) if rem.any() else None
+        # success on the faces whose reconstruction the judge reads right: a removal is not free there
+        add_ok, rem_ok = add & ~recon_judge[attr], rem & recon_judge[attr]
+        row["success_add_readable"] = float(after[attr][add_ok].float().mean()) if add_ok.any() else None
+        row["success_remove_readable"] = float((~after[attr][rem_ok]).float().mean()) if rem_ok.any() else None
         others = {b: float((after[b] != recon_judge[b]).float().mean()) for b in after if b != attr}
         row["leakage"] = others
         row["leakage_max"] = max(others.values()) if others else None
@@ -220,20 +223,25 @@ class EditBenchmark:
             clean = torch.stack([self.faces[i].without[attr] for i in ridx]).float()
             left = masked_band_l2(edited[ridx], clean, mask, inside=True)
             own = masked_band_l2(x[ridx], clean, mask, inside=True)
+            recon_err = masked_band_l2(recon[ridx], x[ridx], mask, inside=True)
             ghost = sum(left[k] for k in HIGH) / 3
             own_e = sum(own[k] for k in HIGH) / 3
             row["ghost_high"] = _mean(ghost.tolist())
-            row["ghost_relative"] = _mean((ghost / own_e.clamp_min(1e-12)).tolist())
+            # ratio of sums: faces whose attribute carries little HF energy do not dominate
+            row["ghost_relative"] = float(ghost.sum() / own_e.sum().clamp_min(1e-12))
+            # the model's own HF error in the same region before editing: the floor a removal cannot beat
+            row["ghost_floor"] = _mean((sum(recon_err[k] for k in HIGH) / 3).tolist())
         else:
-            row["ghost_high"] = row["ghost_relative"] = None
+            row["ghost_high"] = row["ghost_relative"] = row["ghost_floor"] = None
         return row
 
 
 # ----------------------------------------------------------------------------------------- reports
 SUMMARY_COLUMNS = ("model", "fusion", "direction", "strength", "n_add", "n_remove", "success_add", "success_remove",
-                   "leakage_max", "leakage_mean", "preserve_LL", "preserve_LH", "preserve_HL", "preserve_HH",
+                   "success_add_readable", "success_remove_readable", "recon_has_when_absent",
+                   "recon_has_when_present", "leakage_max", "leakage_mean", "preserve_LL", "preserve_LH", "preserve_HL", "preserve_HH",
                    "preserve_high", "recon_LL", "recon_LH", "recon_HL", "recon_HH", "ghost_high",
-                   "ghost_relative")
+                   "ghost_relative", "ghost_floor")
 
 
 def _fmt(v: Any) -> str:
@@ -250,42 +258,52 @@ def _fmt(v: Any) -> str:
 
 def markdown_tables(rows: Sequence[Mapping[str, Any]]) -> str:
     """Two Markdown tables: success / leakage / ghosting, and preservation per band."""
-    a = ["| model | fusion | direction | strength | add ✓ | remove ✓ | leakage max | leakage mean | "
-         "ghost HF | ghost rel. |", "|---|---|---|---|---|---|---|---|---|---|"]
-    b = ["| model | fusion | direction | LL | LH | HL | HH | HF mean | recon LH | recon HL | recon HH |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    a = ["| model | fusion | direction | strength | add ✓ | remove ✓ | remove ✓ (recon kept it) | recon kept | "
+         "leakage max | leakage mean | ghost HF | ghost floor | ghost rel. |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    b = ["| model | fusion | direction | strength | LL | LH | HL | HH | HF mean | recon LH | recon HL | recon HH |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a.append("| " + " | ".join(_fmt(r[k]) for k in ("model", "fusion", "direction", "strength", "success_add",
-                                                           "success_remove", "leakage_max", "leakage_mean",
-                                                           "ghost_high", "ghost_relative")) + " |")
-        b.append("| " + " | ".join(_fmt(r[k]) for k in ("model", "fusion", "direction", "preserve_LL", "preserve_LH",
-                                                           "preserve_HL", "preserve_HH", "preserve_high", "recon_LH",
-                                                           "recon_HL", "recon_HH")) + " |")
+                                                           "success_remove", "success_remove_readable",
+                                                           "recon_has_when_present", "leakage_max", "leakage_mean",
+                                                           "ghost_high", "ghost_floor", "ghost_relative")) + " |")
+        b.append("| " + " | ".join(_fmt(r[k]) for k in ("model", "fusion", "direction", "strength", "preserve_LL",
+                                                           "preserve_LH", "preserve_HL", "preserve_HH", "preserve_high",
+                                                           "recon_LH", "recon_HL", "recon_HH")) + " |")
     return ("Edit success, leakage and ghosting\n\n" + "\n".join(a) +
             "\n\nPreservation outside the edited attribute's mask (per-band L2 against the input)\n\n" + "\n".join(b)
             + "\n")
 
 
+def _factor(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> float:
+    """The strength factor of a row: its strength over the smallest strength of its direction."""
+    base = min(r["strength"] for r in rows if r["direction"] == row["direction"] and r["model"] == row["model"])
+    return round(row["strength"] / base, 6) if base else 1.0
+
+
+SUMMARY_KEYS = ("success_add", "success_remove", "success_remove_readable", "leakage_max", "preserve_LL",
+                "preserve_high", "ghost_relative")
+
+
 def model_summary(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Per model and fusion setting, the means over directions (one line each)."""
-    keys = sorted({(r["model"], r["fusion"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    """Per model, fusion setting and strength factor (relative to each direction's smallest), the means
+    over directions (one line each)."""
+    tagged = [(r, _factor(r, rows)) for r in rows]
+    keys = sorted({(r["model"], r["fusion"], f) for r, f in tagged})
     out = []
-    for model, fuse in keys:
-        sel = [r for r in rows if r["model"] == model and r["fusion"] == fuse]
-        out.append({"model": model, "fusion": fuse,
-                    **{k: _mean([r[k] for r in sel]) for k in ("success_add", "success_remove", "leakage_max",
-                                                               "preserve_LL", "preserve_high", "ghost_relative")}})
+    for model, fuse, f in keys:
+        sel = [r for r, g in tagged if r["model"] == model and r["fusion"] == fuse and g == f]
+        out.append({"model": model, "fusion": fuse, "factor": f, **{k: _mean([r[k] for r in sel]) for k in SUMMARY_KEYS}})
     return out
 
 
 def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     s = model_summary(rows)
-    lines = ["| model | fusion | add ✓ | remove ✓ | leakage max | preserve LL | preserve HF | ghost rel. |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | fusion | × strength | add ✓ | remove ✓ | remove ✓ (recon kept it) | leakage max | "
+             "preserve LL | preserve HF | ghost rel. |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in s:
-        lines.append("| " + " | ".join(_fmt(r[k]) for k in ("model", "fusion", "success_add", "success_remove",
-                                                               "leakage_max", "preserve_LL", "preserve_high",
-                                                               "ghost_relative")) + " |")
+        lines.append("| " + " | ".join(_fmt(r[k]) for k in ("model", "fusion", "factor") + SUMMARY_KEYS) + " |")
     return "\n".join(lines) + "\n"
 
 

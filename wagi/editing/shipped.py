@@ -14,15 +14,16 @@ model shares the bundle's generator (``generator_sha256`` names it).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import numpy as np
 import torch
 
 from ..bundle import BundleError, read_manifest
+from .interfacegan import load_boundary
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,6 +44,24 @@ class ShippedDirection:
     entry: Dict[str, Any] = field(repr=False, default_factory=dict)
 
 
+def generator_fingerprint(generator: torch.nn.Module) -> str:
+    """sha256 of a generator's weights rounded to fp16 (the bundle's storage precision): the same number
+    for the bundled file and for the generator inside every bundled model that shares it."""
+    h = hashlib.sha256()
+    for key, value in sorted(generator.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_direction_fits(entry: Dict[str, Any], generator: torch.nn.Module, name: str) -> None:
+    """Raise :class:`BundleError` when shipped direction ``name`` was fitted for another generator."""
+    want = entry.get("generator_fingerprint")
+    if want is not None and want != generator_fingerprint(generator):
+        raise BundleError(f"shipped direction {name!r} was fitted for another generator than this model's "
+                          "(directions mean nothing in another W space): fit one with scripts/fit_directions.py")
+
+
 def direction_entries(bundle_dir: Optional[PathLike] = None) -> Dict[str, Dict[str, Any]]:
     """Manifest entries of kind ``direction`` (name → entry); empty when the bundle ships none."""
     manifest = read_manifest(DEMO_BUNDLE if bundle_dir is None else bundle_dir, missing_ok=True)
@@ -59,8 +78,15 @@ def resolve_shipped(name: str, bundle_dir: Optional[PathLike] = None) -> Optiona
     return Path(bundle_dir) / entry["file"]
 
 
-def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None) -> Dict[str, ShippedDirection]:
-    """Every shipped direction (or those in ``names``), loaded as float32 tensors."""
+def _stored_dim(path: Path) -> int:
+    import numpy as np
+    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])
+
+
+def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None, n_latent: Optional[int] = None,
+                 style_dim: Optional[int] = None) -> Dict[str, ShippedDirection]:
+    """Every shipped direction (or those in ``names``), read and checked by
+    :func:`~wagi.editing.interfacegan.load_boundary` (against ``n_latent`` / ``style_dim`` when given)."""
     entries = direction_entries(bundle_dir)
     if names is not None:
         unknown = [n for n in names if n not in entries]
@@ -73,10 +99,12 @@ def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None) -> Dict[str, Sh
         path = Path(bundle_dir) / e["file"]
         if not path.is_file():
             raise BundleError(f"shipped direction {name!r}: {path} not found")
-        d = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        d = load_boundary(path, n_latent, style_dim) if n_latent else None
+        if d is None:  # shapes unknown: read as stored, still checked for size and values
+            d = load_boundary(path, 1, int(e.get("style_dim") or _stored_dim(path)))
         out[name] = ShippedDirection(name, e["attribute"], path, float(e["strength"]), d, e)
     return out
 
 
-__all__ = ["DIRECTION_KIND", "DIRECTIONS_DIR", "DEMO_BUNDLE", "ShippedDirection", "direction_entries",
+__all__ = ["generator_fingerprint", "check_direction_fits", "DIRECTION_KIND", "DIRECTIONS_DIR", "DEMO_BUNDLE", "ShippedDirection", "direction_entries",
            "resolve_shipped", "load_shipped"]

@@ -120,9 +120,10 @@ def build_edit(model: nn.Module, text: str, options: Optional[EditOptions] = Non
     if kind == "boundary":
         strengths = LINEAR_STRENGTHS
         if not Path(spec).exists():  # a shipped direction's name (boundary:glasses)
-            from .shipped import direction_entries, resolve_shipped  # the bundle reader is only needed here
+            from .shipped import check_direction_fits, direction_entries, resolve_shipped  # bundle reader
             entry = direction_entries().get(spec)
             if entry is not None:
+                check_direction_fits(entry, g, spec)
                 s = float(entry["strength"])  # its documented strength: remove, unchanged, add
                 strengths = (-s, 0.0, s)
             spec = str(resolve_shipped(spec) or spec)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -183,7 +184,8 @@ class WaGI(nn.Module):
         strengths returns (len(strengths), N, 3, S, S).
         """
         d = _as_direction(direction.to(self.latent_avg), self.n_latent)
-        strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
+        single = np.ndim(strength) == 0  # a number, numpy scalar or 0-d tensor
+        strengths = [float(strength)] if single else [float(s) for s in strength]
         is_image = images_or_latents.dim() == 4
         if is_image:
             x = resize(images_or_latents, self.image_size)
@@ -193,7 +195,7 @@ class WaGI(nn.Module):
             w = _as_wplus(images_or_latents, self.n_latent)
             x = base = None
         outs = [self.render_edit(w, d, s, x, base, fuse=fuse) for s in strengths]
-        return outs[0] if isinstance(strength, (int, float)) else torch.stack(outs)
+        return outs[0] if single else torch.stack(outs)
 
     def render_edit(self, w_plus: torch.Tensor, direction: torch.Tensor, strength: float,
                     x: Optional[torch.Tensor] = None, base: Optional[torch.Tensor] = None,
