@@ -41,8 +41,8 @@ from wagi.data.demo_faces import (DEMO_FACES_VERSION, TRAIN_SEED_END, check_seed
                                   sample_attributes)
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device
 from wagi.fileio import atomic_write
-from wagi.models.judge import (DEFAULT_JUDGE_PATH, INPUT_SIZE, JUDGE_TEST_SEED_OFFSET, JUDGE_TRAIN_SEED_OFFSET,
-                               AttributeJudge, JudgeCheckpointError, label_tensors, load_judge, save_judge)
+from wagi.models.judge import (DEFAULT_JUDGE_PATH, INPUT_SIZE, JUDGE_TEST_SEED_OFFSET, JUDGE_TRAIN_SEED_OFFSET,  # noqa: E501
+                               DEFAULT_LOCAL, AttributeJudge, JudgeCheckpointError, label_tensors, load_judge, save_judge)
 
 BLUR_RADIUS = 4  # Gaussian kernel taps each side (9 taps: > 3 sigma for sigma <= 1.2)
 EVAL_BLUR_SIGMA = 1.0
@@ -152,10 +152,14 @@ def augment(x: torch.Tensor, gen: torch.Generator, p_blur: float = 0.5, max_sigm
 
 
 # ---------------------------------------------------------------------------------------- loss / eval
-def judge_loss(judge: AttributeJudge, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of the BCE of every binary head and the cross-entropy of every categorical head (batch means)."""
+def judge_loss(judge: AttributeJudge, logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
+               heads: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """Sum of the BCE of every binary head and the cross-entropy of every categorical head (batch means);
+    only the ``heads`` named, when given."""
     total = 0.0
     for name, out in logits.items():
+        if heads is not None and name not in heads:
+            continue
         y = labels[name]
         if name in judge.binary:
             total = total + F.binary_cross_entropy_with_logits(out.float(), y.float())
@@ -223,11 +227,22 @@ def lr_at(progress: float, lr: float) -> float:
 def train(judge: AttributeJudge, images_u8: torch.Tensor, labels: Mapping[str, torch.Tensor], device: torch.device,
           epochs: int, batch_size: int, lr: float = 3e-3, weight_decay: float = 5e-4, seed: int = 0,
           time_budget_s: Optional[float] = None, amp: bool = True, progress: bool = True,
-          aug: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+          aug: Optional[Mapping[str, Any]] = None, heads: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Train ``judge`` in place on uint8 ``images_u8`` (moved to ``device``). Returns a summary dict
     (steps, seconds, first and last loss). The schedule ends after ``epochs`` or ``time_budget_s``,
-    whichever comes first."""
+    whichever comes first. With ``heads``, only those attributes' local heads train (the rest is frozen)."""
     judge.to(device).train()
+    params = list(judge.parameters())
+    if heads is not None:
+        judge.eval()
+        for p in judge.parameters():
+            p.requires_grad_(False)
+        params = []
+        for name in heads:
+            judge.local_heads[name].train()
+            for p in judge.local_heads[name].parameters():
+                p.requires_grad_(True)
+                params.append(p)
     if device.type == "cuda":
         judge.to(memory_format=torch.channels_last)
     images = images_u8.to(device)
@@ -237,7 +252,7 @@ def train(judge: AttributeJudge, images_u8: torch.Tensor, labels: Mapping[str, t
     steps_per_epoch = n // batch_size
     total = max(1, epochs * steps_per_epoch)
     decay, no_decay = [], []
-    for name, p in judge.named_parameters():
+    for p in params:
         (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
@@ -266,8 +281,12 @@ def train(judge: AttributeJudge, images_u8: torch.Tensor, labels: Mapping[str, t
             x = augment(to_float(images.index_select(0, idx)), gen, **(aug or {}))
             y = {k: v.index_select(0, idx) for k, v in labels.items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                logits = judge(x)
-            loss = judge_loss(judge, logits, y)
+                if heads is None:
+                    logits = judge(x)
+                else:  # only the local heads learn: the frozen trunk need not run
+                    xp = judge.prepare(x)
+                    logits = {name: judge.local_heads[name](xp) for name in heads}
+            loss = judge_loss(judge, logits, y, heads)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -286,11 +305,30 @@ def train(judge: AttributeJudge, images_u8: torch.Tensor, labels: Mapping[str, t
 
 
 # ---------------------------------------------------------------------------------------- CLI
+def with_local_heads(judge: AttributeJudge, heads: Sequence[str]) -> AttributeJudge:
+    """``judge`` rebuilt with a fresh local head (:data:`DEFAULT_LOCAL` boxes) for each of ``heads`` it lacks;
+    every other weight is kept."""
+    local = {k: v for k, v in judge.arch.get("local", {}).items()}
+    for name in heads:
+        if name not in DEFAULT_LOCAL:
+            raise ValueError(f"--heads {name}: no local boxes are defined for it (have: {list(DEFAULT_LOCAL)})")
+        local.setdefault(name, DEFAULT_LOCAL[name])
+    arch = {k: v for k, v in judge.arch.items() if k != "local"}
+    new = AttributeJudge(judge.binary, judge.categorical, local=local, **arch)
+    missing, unexpected = new.load_state_dict(judge.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("local_heads.") for k in missing):
+        raise ValueError(f"--finetune: the judge's weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return new
+
+
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
     p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_JUDGE_PATH, help=f"checkpoint to write (default {DEFAULT_JUDGE_PATH})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its JSON report")
+    p.add_argument("--finetune", type=Path, default=None, metavar="CKPT",
+                   help="start from this judge and train only the local heads of --heads (added when missing)")
+    p.add_argument("--heads", nargs="+", default=list(DEFAULT_LOCAL), help="with --finetune (default: has_earrings)")
     p.add_argument("--record", action="store_true", help="with --eval-only: store the accuracies in CKPT's meta")
     p.add_argument("--eval-only", type=Path, default=None, metavar="CKPT",
                    help="evaluate this trained judge on --n-test held-out faces instead of training")
@@ -370,10 +408,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         budget = (args.time_limit * 60 - (time.perf_counter() - t_start)) * (1 - EVAL_RESERVE)
         if budget <= 0:
             return fail(f"--time-limit {args.time_limit} min was used up by rendering ({render_s:.0f} s)")
-    judge = AttributeJudge()
+    if args.finetune is not None:
+        try:
+            judge = with_local_heads(load_judge(args.finetune), args.heads)
+        except (JudgeCheckpointError, ValueError) as err:
+            return fail(str(err))
+    else:
+        judge = AttributeJudge(local=DEFAULT_LOCAL)
     summary = train(judge, train_images, train_labels, device, args.epochs, batch_size, lr=args.lr,
                     weight_decay=args.weight_decay, seed=args.seed, time_budget_s=budget,
-                    amp=not args.no_amp, progress=progress)
+                    amp=not args.no_amp, progress=progress,
+                    heads=list(args.heads) if args.finetune is not None else None)
     _say(f"trained {summary['steps']}/{summary['planned_steps']} steps in {summary['train_seconds']:.1f} s, "
          f"loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}")
     del train_images

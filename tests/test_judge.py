@@ -239,3 +239,39 @@ def test_frechet_distance_of_a_set_with_itself_and_singular_covariance():
         feature_statistics(torch.zeros(1, 4))
     with pytest.raises(ValueError, match="shapes"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_local_head_reads_its_boxes_and_mirrors_the_second():
+    from wagi.models.judge import EAR_BOXES, LocalHead
+    head = LocalHead(EAR_BOXES).eval()
+    x = torch.zeros(2, 3, 128, 128)
+    (y0, x0), (y1, x1) = EAR_BOXES
+    patch = torch.rand(3, 48, 48)
+    x[0, :, y0:y0 + 48, x0:x0 + 48] = patch
+    x[1, :, y1:y1 + 48, x1:x1 + 48] = patch.flip(-1)  # the mirror image in the other box
+    with torch.no_grad():
+        out = head(x)
+        assert out.shape == (2,) and torch.allclose(out[0], out[1], atol=1e-5)
+        y = x.clone()
+        y[:, :, 100:, :] = torch.rand(2, 3, 28, 128)  # outside both boxes: no effect
+        assert torch.equal(head(y), out)
+
+
+def test_finetune_trains_only_the_local_head(train_judge):
+    torch.manual_seed(0)
+    base = AttributeJudge(**TINY).eval()
+    judge = train_judge.with_local_heads(base, ["has_earrings"])
+    assert "has_earrings" in judge.local_heads and judge.arch["local"]["has_earrings"]
+    trunk_before = {k: v.clone() for k, v in judge.state_dict().items() if not k.startswith("local_heads.")}
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in trunk_before.items())
+    seeds = range(JUDGE_TRAIN_SEED_OFFSET, JUDGE_TRAIN_SEED_OFFSET + 16)
+    attrs = [sample_attributes(s) for s in seeds]
+    images = ((torch.stack([face_tensor(render_from_attributes(a, 128)) for a in attrs]) + 1) * 127.5).round()
+    head_before = [p.clone() for p in judge.local_heads.parameters()]
+    train_judge.train(judge, images.to(torch.uint8), label_tensors(attrs), torch.device("cpu"), epochs=3,
+                      batch_size=8, progress=False, heads=["has_earrings"])
+    after = judge.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in trunk_before.items())  # BatchNorm statistics included
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, judge.local_heads.parameters()))
+    with pytest.raises(ValueError, match="no local boxes"):
+        train_judge.with_local_heads(base, ["has_text"])
