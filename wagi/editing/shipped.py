@@ -78,9 +78,13 @@ def resolve_shipped(name: str, bundle_dir: Optional[PathLike] = None) -> Optiona
     return Path(bundle_dir) / entry["file"]
 
 
-def _stored_dim(path: Path) -> int:
+def _stored_shape(path: Path):
     import numpy as np
-    return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except Exception as err:  # not an .npy file: one line
+        raise BundleError(f"{path}: not a readable .npy direction ({type(err).__name__})") from None
+    return (int(shape[-2]) if len(shape) >= 2 else 1), int(shape[-1])
 
 
 def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None, n_latent: Optional[int] = None,
@@ -99,9 +103,11 @@ def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None, n_latent: Optio
         path = Path(bundle_dir) / e["file"]
         if not path.is_file():
             raise BundleError(f"shipped direction {name!r}: {path} not found")
-        d = load_boundary(path, n_latent, style_dim) if n_latent else None
-        if d is None:  # shapes unknown: read as stored, still checked for size and values
-            d = load_boundary(path, 1, int(e.get("style_dim") or _stored_dim(path)))
+        n, dim = n_latent, style_dim
+        if n is None or dim is None:  # shapes unknown: as stored, still checked for values
+            rows, stored = _stored_shape(path)
+            n, dim = n or rows, dim or stored
+        d = load_boundary(path, n, dim)
         out[name] = ShippedDirection(name, e["attribute"], path, float(e["strength"]), d, e)
     return out
 
