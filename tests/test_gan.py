@@ -140,6 +140,8 @@ def test_every_key_is_documented():
 
 def test_shipped_gan_configs_validate_and_demo_export_fits():
     demo = load_gan_config(ROOT / "configs" / "demo_swagan.yaml", check_paths=False)
+    v2 = load_gan_config(ROOT / "configs" / "demo_swagan_v2.yaml")  # its warm-start file is in the bundle
+    assert v2.generator.init and v2.generator.channel_max == demo.generator.channel_max
     load_gan_config(TINY)
     g = demo.generator
     with torch.device("meta"):
@@ -194,6 +196,22 @@ def test_checkpoint_loads_with_weights_only_and_load_generator(run):
     g.set_fused_modconv(run.cfg.train.fused_modconv)  # an evaluation switch, not stored in the file
     torch.testing.assert_close(g([z], randomize_noise=False)[0], run.g_ema([z], randomize_noise=False)[0],
                                rtol=0, atol=0)
+
+
+def test_warm_start_takes_g_and_g_ema_from_a_generator_file(run, tmp_path):
+    """generator.init: G and g_ema start from the (fp16) export, D and the optimisers start fresh."""
+    src = export_generator(run.ckpt_dir / "latest.pt", tmp_path / "g16.pt")
+    t = GANTrainer(_cfg(tmp_path / "warm", f"generator.init={src}"), progress=False)
+    g16, _, _ = load_generator(src)
+    for k, v in g16.state_dict().items():
+        assert torch.equal(t.G.state_dict()[k], v) and torch.equal(t.g_ema.state_dict()[k], v), k
+    fresh = GANTrainer(_cfg(tmp_path / "fresh"), progress=False)
+    for k, v in fresh.D.state_dict().items():  # D is the fresh one of the same seed, not the trained one
+        assert torch.equal(t.D.state_dict()[k], v), k
+    assert t.step == 0 and not t.g_optim.state
+    # a generator of another architecture is refused with the key that differs
+    with pytest.raises(ValueError, match="generator.init.*does not match"):
+        GANTrainer(_cfg(tmp_path / "bad", f"generator.init={src}", "generator.style_dim=16"), progress=False)
 
 
 def test_fp16_export_loads_and_matches(run, tmp_path):
