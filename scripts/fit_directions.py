@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -140,7 +139,10 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"--tune-model {args.tune_model}: {tune_path} not found")
         judge_path = args.judge or args.bundle / "judge.pt"
         judge = load_judge(judge_path).to(device).eval()
-        model = WaGI.load(tune_path).to(device).eval()
+        try:
+            model = WaGI.load(tune_path).to(device).eval()
+        except Exception as err:  # unreadable or foreign checkpoint: one line
+            raise ValueError(f"--tune-model {args.tune_model}: {err}") from None
         gen_entry = next((e for e in entries.values() if e.get("kind") == "generator"), None)
         layer_range = parse_layer_range(args.layers) if args.layers else None
         names = {a: direction_name(a) for a in attributes}

@@ -925,7 +925,7 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return torch.nn.functional.max_pool2d(m, 2 * int(radius) + 1, stride=1, padding=int(radius))[0, 0].numpy() > 0
 
 
-def _changed(a: Image.Image, b: Image.Image, threshold: int) -> np.ndarray:
+def changed_pixels(a: Image.Image, b: Image.Image, threshold: int = MASK_THRESHOLD) -> np.ndarray:
     """Boolean ``(H, W)``: some channel of ``a`` and ``b`` differs by more than ``threshold`` levels."""
     diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
     return diff.max(axis=-1) > threshold
@@ -957,9 +957,9 @@ def attribute_mask(
         mask = np.zeros((size, size), dtype=bool)
         for other in CATEGORICAL_ATTRIBUTES[name]:
             if other != attrs[name]:
-                mask |= _changed(base, render_from_attributes(with_attribute(attrs, name, other), size), threshold)
+                mask |= changed_pixels(base, render_from_attributes(with_attribute(attrs, name, other), size), threshold)
     else:
-        mask = _changed(*paired_renders(attrs, name, size, value), threshold)
+        mask = changed_pixels(*paired_renders(attrs, name, size, value), threshold)
     return dilate_mask(mask, dilate)
 
 

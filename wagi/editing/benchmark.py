@@ -26,14 +26,14 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.demo_faces import (BINARY_ATTRIBUTES, MASK_THRESHOLD, TEST_SEED_OFFSET, attribute_labels, dilate_mask,
+from ..data.demo_faces import (BINARY_ATTRIBUTES, TEST_SEED_OFFSET, attribute_labels, changed_pixels, dilate_mask,
                                face_tensor, paired_renders, render_from_attributes, sample_attributes)
 from ..models.fusion import resize
 from ..wavelets import dwt, split_bands
@@ -69,8 +69,7 @@ def prepare_faces(seeds: Sequence[int], attributes: Sequence[str], size: int = B
         masks, without = {}, {}
         for name in attributes:
             on, off = paired_renders(attrs, name, size)
-            diff = np.abs(np.asarray(on, dtype=np.int16) - np.asarray(off, dtype=np.int16)).max(-1)
-            masks[name] = diff > MASK_THRESHOLD  # attribute_mask's rule, without rendering the pair twice
+            masks[name] = changed_pixels(on, off)  # attribute_mask's rule, without rendering the pair twice
             if labels[name]:
                 without[name] = face_tensor(off)
         faces.append(Face(int(seed), face_tensor(render_from_attributes(attrs, size)), labels, masks, without))
