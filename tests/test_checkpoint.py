@@ -271,3 +271,21 @@ def test_generate_script(tmp_path, capsys):
     assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 1
     assert main(["--n", "2", "--size", "16", "--out", str(tmp_path / "random.png")]) == 0
     assert "randomly initialised" in capsys.readouterr().out
+
+
+def test_to_rgb_kernel_3_round_trips_and_is_inferred(tmp_path):
+    torch.manual_seed(0)
+    g = Generator(32, style_dim=STYLE_DIM, n_mlp=2, channels=CHANNELS, to_rgb_kernel=3)
+    path = save_generator(tmp_path / "g3.pt", g, g.mean_latent(16))
+    loaded, _, _ = load_generator(path)
+    assert loaded.config == g.config and loaded.config["to_rgb_kernel"] == 3
+    assert torch.equal(images(loaded), images(g))
+    assert ck.infer_generator_kwargs(g.state_dict())["to_rgb_kernel"] == 3
+    assert "to_rgb_kernel" not in ck.infer_generator_kwargs(small_generator().state_dict())
+    torch.save({"g_ema": g.state_dict()}, tmp_path / "rosinality_layout.pt")  # no kwargs: read from the shapes
+    assert torch.equal(images(load_generator(tmp_path / "rosinality_layout.pt")[0]), images(g))
+    sd = g.state_dict()
+    sd["to_rgb1.conv.weight"] = torch.zeros(1, 12, CHANNELS[4], 2, 2)
+    torch.save({"g_ema": sd}, tmp_path / "even.pt")
+    with pytest.raises(CheckpointError, match=r"to_rgb1.conv.weight.*k odd"):
+        load_generator(tmp_path / "even.pt")

@@ -495,3 +495,38 @@ def test_discriminator_stddev_by_hand():
     grouped = body.view(4, 2, *body.shape[1:])  # group of 4, sample n pairs with n % 2
     expected = torch.sqrt(grouped.var(0, unbiased=False) + 1e-8).mean([1, 2, 3])  # (2,)
     torch.testing.assert_close(std_feat[:, 0, 0], expected.repeat(4))
+
+
+# ------------------------------------------------------------------ 3x3 ToRGB (the official TF SWAGAN's ToWavelet)
+def test_to_rgb_kernel_3_keeps_keys_and_reduces_to_1x1_with_centre_taps():
+    g1 = tiny_generator(seed=3)
+    g3 = tiny_generator(seed=3, to_rgb_kernel=3)
+    assert g1.config["to_rgb_kernel"] == 1 and g3.config["to_rgb_kernel"] == 3
+    layout1, layout3 = sd_layout(g1), sd_layout(g3)
+    assert [k for k, _ in layout1] == [k for k, _ in layout3]
+    differ = {k: (s1, s3) for (k, s1), (_, s3) in zip(layout1, layout3) if s1 != s3}
+    assert set(differ) == {f"{m}.conv.weight" for m in ["to_rgb1"] + [f"to_rgbs.{k}" for k in range(2)]}
+    for s1, s3 in differ.values():
+        assert s1[:3] == s3[:3] and s1[3:] == (1, 1) and s3[3:] == (3, 3)
+
+    # A 3x3 ToRGB whose only non-zero tap is the centre one is the 1x1 ToRGB (the 3x3 scale is 1/3 of
+    # the 1x1 one: fan-in 9C instead of C).
+    sd = g1.state_dict()
+    for key in differ:
+        w = torch.zeros(differ[key][1])
+        w[..., 1, 1] = sd[key][..., 0, 0] * 3
+        sd[key] = w
+    g3.load_state_dict(sd, strict=True)
+    w = torch.randn(2, g1.n_latent, STYLE_DIM, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = g1([w], input_is_latent=True, randomize_noise=False)[0]
+        out = g3([w], input_is_latent=True, randomize_noise=False)[0]
+        assert (out - ref).abs().max() < 1e-5
+        g3.to_rgbs[1].conv.weight[..., 0, 2] += 0.5  # an off-centre tap changes the image
+        assert (g3([w], input_is_latent=True, randomize_noise=False)[0] - ref).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("bad", [0, 2, -1, 1.5])
+def test_to_rgb_kernel_must_be_positive_odd(bad):
+    with pytest.raises(ValueError, match="to_rgb_kernel"):
+        Generator(32, style_dim=STYLE_DIM, n_mlp=2, channels=SMALL, to_rgb_kernel=bad)

@@ -165,3 +165,21 @@ def test_randomize_noise_survives_save_and_load(tmp_path):
     assert WaGI.load(tmp_path / "m.pt").randomize_noise is True
     tiny_wagi().save(tmp_path / "f.pt")
     assert WaGI.load(tmp_path / "f.pt").randomize_noise is False
+
+
+def test_generator_ckpt_with_3x3_to_rgb_needs_the_config_key_and_reloads(tmp_path):
+    from wagi.checkpoint import save_generator
+    from wagi.models.swagan import Generator
+
+    torch.manual_seed(1)
+    g = Generator(32, style_dim=32, n_mlp=2, channel_max=32, to_rgb_kernel=3)
+    ckpt = save_generator(tmp_path / "g3.pt", g, g.mean_latent(8))
+    with pytest.raises(ValueError, match="set generator.to_rgb_kernel: 3"):
+        tiny_wagi(f"generator.ckpt={ckpt}")
+    m = tiny_wagi(f"generator.ckpt={ckpt}", "generator.to_rgb_kernel=3")
+    assert m.generator.to_rgbs[0].conv.weight.shape[-2:] == (3, 3)
+    m.save(tmp_path / "model.pt")  # rebuilt from its config alone: the key makes it the same generator
+    again = WaGI.load(tmp_path / "model.pt").eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(again.invert(x)[0], m.invert(x)[0])

@@ -168,16 +168,18 @@ def _check_swagan_state_dict(sd: Mapping[str, torch.Tensor], path: Path) -> None
     if rgb.dim() == 5 and rgb.shape[1] == 3:
         raise CheckpointError(f"{path} holds a StyleGAN2 (non-SWAGAN) generator: its ToRGB layers output 3 "
                               f"channels, SWAGAN's output {WAVELET_CHANNELS} wavelet channels")
-    if rgb.dim() != 5 or rgb.shape[1] != WAVELET_CHANNELS:
+    if rgb.dim() != 5 or rgb.shape[1] != WAVELET_CHANNELS or rgb.shape[-1] != rgb.shape[-2] \
+            or rgb.shape[-1] % 2 == 0:
         raise CheckpointError(f"{path}: 'to_rgb1.conv.weight' has shape {tuple(rgb.shape)}, expected "
-                              f"(1, {WAVELET_CHANNELS}, C, 1, 1) for a SWAGAN generator")
+                              f"(1, {WAVELET_CHANNELS}, C, k, k) with k odd (1 in rosinality's SWAGAN, 3 in the "
+                              "official one) for a SWAGAN generator")
 
 
 def infer_generator_kwargs(sd: Mapping[str, torch.Tensor], size: Optional[int] = None,
                            channel_multiplier: Optional[int] = None) -> Dict[str, Any]:
     """Generator kwargs read from the shapes of a SWAGAN state_dict (``lr_mlp`` / ``blur_kernel``: defaults).
 
-    The channel table becomes ``channel_multiplier`` when it matches rosinality's table (given or
+    ``to_rgb_kernel`` is read from ``to_rgb1.conv.weight`` and listed only when it is not 1. The channel table becomes ``channel_multiplier`` when it matches rosinality's table (given or
     inferred multiplier), an explicit ``channels`` dict otherwise. ``size`` / ``channel_multiplier``
     given by the caller are checked against the shapes.
     """
@@ -216,6 +218,9 @@ def infer_generator_kwargs(sd: Mapping[str, torch.Tensor], size: Optional[int] =
     else:
         cm = None
     kwargs: Dict[str, Any] = {"size": inferred_size, "style_dim": style_dim, "n_mlp": len(mlp_ids)}
+    to_rgb_kernel = int(need("to_rgb1.conv.weight").shape[-1])
+    if to_rgb_kernel != 1:
+        kwargs["to_rgb_kernel"] = to_rgb_kernel
     if cm is None:
         kwargs["channels"] = channels
     else:

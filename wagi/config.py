@@ -62,6 +62,7 @@ class GeneratorConfig:
     n_mlp: int = 8
     channel_multiplier: int = 2
     channel_max: Optional[int] = None      # cap on feature channels (small demo generators)
+    to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
     randomize_noise: bool = False          # inversion uses the stored noise buffers
 
 
@@ -291,6 +292,9 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         raise ConfigError("encoder.n_iters", f"'{cfg.encoder.kind}' encoders run one step; set n_iters: 1")
     if cfg.encoder.n_iters < 1:
         raise ConfigError("encoder.n_iters", "must be >= 1")
+    if cfg.generator.to_rgb_kernel < 1 or cfg.generator.to_rgb_kernel % 2 == 0:
+        raise ConfigError("generator.to_rgb_kernel", f"must be a positive odd integer (1 or 3), got "
+                                                     f"{cfg.generator.to_rgb_kernel}")
     for r in (cfg.fusion.resolutions if cfg.fusion.kind != "none" else []):
         if r < 4 or r >= cfg.generator.size or r & (r - 1):
             raise ConfigError("fusion.resolutions",

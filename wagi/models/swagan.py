@@ -129,14 +129,15 @@ class InverseHaarTransform(nn.Module):
 class ToRGB(nn.Module):
     """SWAGAN "ToWavelets": features ``(N, C, r, r)`` to a 12-channel wavelet map ``(N, 12, r, r)``.
 
-    ``branch`` = 1x1 modulated conv (no demodulation) + ``bias`` ``(1, 12, 1, 1)``. With ``upsample``
+    ``branch`` = k x k modulated conv (no demodulation, same padding) + ``bias`` ``(1, 12, 1, 1)``;
+    ``kernel_size`` k is 1 in rosinality's SWAGAN and 3 in the official TensorFlow one. With ``upsample``
     the previous skip ``(N, 12, r/2, r/2)`` is carried to resolution r in the wavelet domain:
     inverse Haar (RGB at r), FIR upsample (RGB at 2r), Haar (12 channels at r); ``forward`` returns
     ``branch + upsampled skip``. Keys: ``bias``, [``iwt.*``, ``upsample.kernel``, ``dwt.*``], ``conv.*``.
     """
 
     def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL):
+                 blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL, kernel_size: int = 1):
         super().__init__()
         if upsample:
             self.iwt = InverseHaarTransform(IMAGE_CHANNELS)
@@ -144,7 +145,7 @@ class ToRGB(nn.Module):
             self.dwt = HaarTransform(IMAGE_CHANNELS)
         else:
             self.upsample = None
-        self.conv = ModulatedConv2d(in_channel, WAVELET_CHANNELS, 1, style_dim, demodulate=False)
+        self.conv = ModulatedConv2d(in_channel, WAVELET_CHANNELS, kernel_size, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, WAVELET_CHANNELS, 1, 1))
 
     def branch(self, x: Tensor, style: Tensor) -> Tensor:
@@ -177,6 +178,9 @@ class Generator(nn.Module):
         channels: optional ``{feature resolution: channels}`` overriding the table (keys 4 ... size/2),
             e.g. for small demo generators; keys may be ints or strings.
         channel_max: optional cap applied to the table (default or given).
+        to_rgb_kernel: spatial size of the ToRGB ("ToWavelet") modulated convs: 1 in rosinality's
+            SWAGAN (the default), 3 in the official TensorFlow SWAGAN (weights ``(1, 12, C, 3, 3)``,
+            same key names). Odd, so that the convs keep the map size.
 
     Attributes: ``size, style_dim, log_size = log2(size) - 1, num_layers = 2 (log_size - 2) + 1``
     (noise inputs), ``n_latent = 2 log_size - 2`` (12 at 256, 16 at 1024: two fewer than StyleGAN2),
@@ -204,9 +208,12 @@ class Generator(nn.Module):
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL, lr_mlp: float = 0.01,
-                 channels: Optional[Mapping] = None, channel_max: Optional[int] = None):
+                 channels: Optional[Mapping] = None, channel_max: Optional[int] = None, to_rgb_kernel: int = 1):
         super().__init__()
         self.size = _check_size(size, "Generator", minimum=2 * INPUT_SIZE)
+        if int(to_rgb_kernel) != to_rgb_kernel or to_rgb_kernel < 1 or to_rgb_kernel % 2 == 0:
+            raise ValueError(f"to_rgb_kernel must be a positive odd integer, got {to_rgb_kernel!r}")
+        to_rgb_kernel = int(to_rgb_kernel)
         self.style_dim = int(style_dim)
         self.log_size = int(math.log2(self.size)) - 1  # features stop at size/2: the last IWT doubles
         self.num_layers = (self.log_size - 2) * 2 + 1
@@ -219,6 +226,7 @@ class Generator(nn.Module):
             "lr_mlp": float(lr_mlp),
             "channels": None if channels is None and channel_max is None
             else {r: self.channels[r] for r in feature_res},
+            "to_rgb_kernel": to_rgb_kernel,
         }
 
         self.style = nn.Sequential(PixelNorm(), *[
@@ -227,7 +235,7 @@ class Generator(nn.Module):
         c4 = self.channels[INPUT_SIZE]
         self.input = ConstantInput(c4, size=INPUT_SIZE)
         self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False)
+        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False, kernel_size=to_rgb_kernel)
 
         self.convs = nn.ModuleList()
         self.upsamples = nn.ModuleList()  # empty; kept because rosinality's module has it
@@ -243,7 +251,7 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True,
                                          blur_kernel=blur_kernel))
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel, kernel_size=to_rgb_kernel))
             in_channel = out_channel
         self.iwt = InverseHaarTransform(IMAGE_CHANNELS)
 
@@ -342,7 +350,7 @@ class Generator(nn.Module):
                    feature_conditions: Optional[Mapping[int, Tuple[Tensor, Tensor]]] = None) -> List[Tensor]:
         """Run the convolutions for W+ ``latent`` ``(N, n_latent, style_dim)``.
 
-        Returns the per-level ToRGB branches (modulated 1x1 conv + bias, before any skip is added):
+        Returns the per-level ToRGB branches (modulated conv + bias, before any skip is added):
         ``[(N, 12, 4, 4), (N, 12, 8, 8), ..., (N, 12, size/2, size/2)]``. None of them depends on
         the skip chain, so :meth:`compose` can be re-run with other wavelet corrections for free.
 

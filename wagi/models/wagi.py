@@ -292,7 +292,7 @@ def _generator_from_config(cfg_dict: Dict[str, Any]) -> nn.Module:
 
 
 # The generator.* keys that fix the architecture; a checkpoint that records its own config must agree on them.
-GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max")
+GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max", "to_rgb_kernel")
 
 
 def check_generator_config(gc, carried: Optional[Dict[str, Any]], source) -> None:
@@ -325,11 +325,16 @@ def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.T
         check_generator_config(gc, info.get("config"), gc.ckpt)
         if generator.size != gc.size:
             raise ValueError(f"generator.size is {gc.size} but {gc.ckpt} holds a size-{generator.size} SWAGAN")
+        theirs = generator.config["to_rgb_kernel"]
+        if theirs != gc.to_rgb_kernel:  # the saved model is rebuilt from the config: it must describe the file
+            raise ValueError(f"generator.to_rgb_kernel is {gc.to_rgb_kernel} but {gc.ckpt} has {theirs}x{theirs} "
+                             f"ToRGB convs; set generator.to_rgb_kernel: {theirs}")
         return generator, latent_avg if latent_avg is not None else ckpt_avg
     kwargs = {}
     if gc.channel_max is not None:
         kwargs["channel_max"] = gc.channel_max
-    generator = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier, **kwargs)
+    generator = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier,
+                          to_rgb_kernel=gc.to_rgb_kernel, **kwargs)
     return generator, latent_avg
 
 
