@@ -4,6 +4,9 @@
 # parts: cat gan_state.part.* > latest.pt), the small run files, and the built CUDA ops.
 # Resume in a later slice: put latest.pt back in runs/demo_swagan/checkpoints/ and run this again
 # (the trainer is started with --resume auto).
+# Optional: FD_JUDGE=1 measures FD-judge (scripts/fd_judge.py) of the exported generator (and of
+# FD_REF=NAME=PATH too) at the end; JUDGE_ARGS="..." runs scripts/train_judge.py with those arguments on the
+# same GPU while the generator trains (its --out should be under $OUT); EXT_CACHE=0 skips the ops tarball.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 LOGS=$(mktemp -d)
@@ -17,6 +20,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 # Build the CUDA ops while the training set is being rendered (the trainer waits on the build lock).
 ( time python3 -m wagi.ops.compile_check ) > "$LOGS/ops_build.log" 2>&1 &
 BUILD=$!
+if [ -n "${JUDGE_ARGS:-}" ]; then
+  ( python3 scripts/train_judge.py $JUDGE_ARGS --no-progress > "$LOGS/train_judge.log" 2>&1;
+    echo "train_judge exit $?" >> "$LOGS/train_judge.log" ) &
+  JUDGE=$!
+fi
 start=$(date +%s)
 timeout -s INT "${GUARD_S:-585}" python3 scripts/train_generator.py --config "$CONFIG" --resume auto \
   --time-limit "${MINUTES:-8.5}" --no-progress ${EXTRA:-} > "$LOGS/train_generator.log" 2>&1
@@ -26,8 +34,14 @@ tail -3 "$LOGS/ops_build.log"
 tail -4 "$LOGS/train_generator.log"
 tail -2 "$RUN/metrics.jsonl"
 python3 scripts/train_generator.py --export "$OUT/swagan128_demo.pt" --checkpoint "$RUN/checkpoints/latest.pt"
+if [ -n "${JUDGE:-}" ]; then wait "$JUDGE"; tail -25 "$LOGS/train_judge.log"; fi
+if [ "${FD_JUDGE:-0}" = 1 ]; then
+  python3 scripts/fd_judge.py --generator "$(basename "$RUN")=$OUT/swagan128_demo.pt" \
+    ${FD_REF:+--generator "$FD_REF"} --json "$RUN/fd_judge.json" 2>&1 | tail -8
+fi
 split -b 15M "$RUN/checkpoints/latest.pt" "$OUT/gan_state.part."
 cp "$LOGS"/*.log "$RUN"/
-tar czf "$OUT/run_files.tgz" "$RUN/metrics.jsonl" "$RUN/config.yaml" "$RUN/samples" "$RUN"/*.log
-[ -d .ext_cache ] && tar czf "$OUT/ext_cache.tgz" .ext_cache
+tar czf "$OUT/run_files.tgz" "$RUN/metrics.jsonl" "$RUN/config.yaml" "$RUN/samples" "$RUN"/*.log \
+  $(ls "$RUN"/fd_judge.json 2>/dev/null)
+[ "${EXT_CACHE:-1}" = 1 ] && [ -d .ext_cache ] && tar czf "$OUT/ext_cache.tgz" .ext_cache
 ls -la "$OUT"
