@@ -214,6 +214,30 @@ def test_warm_start_takes_g_and_g_ema_from_a_generator_file(run, tmp_path):
         GANTrainer(_cfg(tmp_path / "bad", f"generator.init={src}", "generator.style_dim=16"), progress=False)
 
 
+def test_d_warmup_updates_only_the_discriminator_first(run, tmp_path):
+    """train.d_warmup: the first steps move D alone; G, g_ema and the path-length target wait."""
+    src = export_generator(run.ckpt_dir / "latest.pt", tmp_path / "g16.pt")
+    t = GANTrainer(_cfg(tmp_path / "w", f"generator.init={src}", "train.d_warmup=2", "train.log_every=1",
+                        "train.max_steps=2", "train.sample_every=100", "train.save_every=100"), progress=False)
+    g0, d0, e0 = ({k: v.clone() for k, v in m.state_dict().items()} for m in (t.G, t.D, t.g_ema))
+    t.train()
+    assert t.step == 2 and not t.g_optim.state and float(t.path_length_mean) == 0.0
+    for k, v in g0.items():
+        assert torch.equal(t.G.state_dict()[k], v) and torch.equal(t.g_ema.state_dict()[k], e0[k]), k
+    assert any(not torch.equal(t.D.state_dict()[k], v) for k, v in d0.items())
+    recs = _records(tmp_path / "w" / t.cfg.experiment.name)
+    assert [("d_loss" in r, "g_loss" in r) for r in recs if r.get("kind") == "train"] == [(True, False)] * 2
+    t3 = GANTrainer(_cfg(tmp_path / "w", f"generator.init={src}", "train.d_warmup=2", "train.log_every=1",
+                         "train.max_steps=3", "train.sample_every=100", "train.save_every=100"),
+                    resume="auto", progress=False)
+    assert t3.step == 2
+    t3.train()  # the step after the warm-up updates G again
+    assert t3.g_optim.state and any(not torch.equal(t3.G.state_dict()[k], v) for k, v in g0.items())
+    assert "g_loss" in _records(tmp_path / "w" / t.cfg.experiment.name)[-1]
+    with pytest.raises(ConfigError, match="train.d_warmup"):
+        _cfg(tmp_path, "train.d_warmup=-1")
+
+
 def test_fp16_export_loads_and_matches(run, tmp_path):
     src = run.ckpt_dir / "latest.pt"
     out = export_generator(src, tmp_path / "g16.pt")

@@ -627,7 +627,10 @@ class GANTrainer(StopControl):
         torch._foreach_lerp_(self._ema_params, self._g_params, 1.0 - beta)  # one fused update for all tensors
 
     def train_step(self, real: Tensor) -> None:
-        """One full step (D, lazy R1, G, lazy path length, EMA) on this rank's ``real`` batch ``(N, 3, S, S)``."""
+        """One full step (D, lazy R1, G, lazy path length, EMA) on this rank's ``real`` batch ``(N, 3, S, S)``.
+
+        During the first ``train.d_warmup`` steps only D and its R1 penalty are updated.
+        """
         tc = self.cfg.train
         s = self.step
         self.rand.reseed(self.cfg.experiment.seed, s, self.dist.rank)
@@ -635,10 +638,11 @@ class GANTrainer(StopControl):
         self.d_step(real)
         if self.r1_on and s % tc.d_reg_every == 0:
             self.d_reg_step(real)
-        self.g_step(real.shape[0])
-        if self.pl_on and s % tc.g_reg_every == 0:
-            self.g_reg_step(real.shape[0])
-        self.update_ema()
+        if s >= tc.d_warmup:  # D warm-up (a fresh D beside a trained G): G, path length and EMA wait
+            self.g_step(real.shape[0])
+            if self.pl_on and s % tc.g_reg_every == 0:
+                self.g_reg_step(real.shape[0])
+            self.update_ema()
         self.step += 1
         self._interval_steps += 1
 

@@ -86,6 +86,7 @@ class GANTrainConfig:
     path_decay: float = 0.01               # EMA rate of the path-length target
     g_reg_every: int = 4                   # lazy path-length interval (0: off)
     mixing: float = 0.9                    # style-mixing probability
+    d_warmup: int = 0                      # first steps update only D (no G / path-length / EMA update)
     ema_half_life_kimg: float = 10.0       # g_ema half-life in thousands of images
     ema_rampup: Optional[float] = None     # limit the half-life to rampup x images seen (NVlabs: 0.05)
     amp: str = _choice("none", ("none", "bf16"))
@@ -140,6 +141,7 @@ def _check_consistency(cfg: GANConfig) -> None:
         "train.max_steps": tc.max_steps, "train.r1": tc.r1, "train.d_reg_every": tc.d_reg_every,
         "train.path_regularize": tc.path_regularize, "train.g_reg_every": tc.g_reg_every,
         "train.keep_checkpoints": tc.keep_checkpoints, "data.workers": dc.workers, "train.path_decay": tc.path_decay,
+        "train.d_warmup": tc.d_warmup,
     }
     for key, value in must_not_be_negative.items():
         _positive(value, key, allow_zero=True)
