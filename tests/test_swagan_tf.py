@@ -231,3 +231,61 @@ def test_configs_accept_the_converted_checkpoint(tmp_path):
     w = torch.randn(1, generator.n_latent, 16)
     with torch.no_grad():
         torch.testing.assert_close(m.decode(w), generator([w], input_is_latent=True, randomize_noise=False)[0])
+
+
+def official_ffhq_network(resolution=1024, fmap_base=16 << 10, fmap_max=512, latent=512, mapping_layers=8):
+    """An official Gs with the variable names and shapes of the FFHQ configuration (config-f), all zeros.
+
+    Shapes follow the official ``nf(stage) = min(fmap_base / 2**stage, fmap_max)`` with stage = log2(r) - 1;
+    the arrays are zero-stride views, so the 1024 px network costs no memory until converted.
+    """
+    def zeros(*shape):
+        return np.broadcast_to(np.float32(0), shape)
+
+    def nf(r):
+        return int(min(fmap_base / 2 ** (np.log2(r) - 1), fmap_max))
+
+    def net(name, func, variables, components=None, **kwargs):
+        n = st.OfficialNetwork()
+        n.__setstate__({"version": 4, "name": name, "build_func_name": func, "build_module_src": "",
+                        "static_kwargs": {"resolution": resolution, "architecture": "wavelets", **kwargs},
+                        "components": components or {}, "variables": list(variables.items())})
+        return n
+
+    mapping = {}
+    for i in range(mapping_layers):
+        mapping[f"Dense{i}/weight"], mapping[f"Dense{i}/bias"] = zeros(latent, latent), zeros(latent)
+    syn = {f"noise{j}": zeros(1, 1, 2 ** ((j + 5) // 2), 2 ** ((j + 5) // 2))
+           for j in range(2 * int(np.log2(resolution)) - 3)}
+    syn["4x4/Const/const"] = zeros(1, nf(4), 4, 4)
+
+    def layer(scope, cin, cout, k=3, noise=True):
+        syn.update({f"{scope}/weight": zeros(k, k, cin, cout), f"{scope}/mod_weight": zeros(latent, cin),
+                    f"{scope}/mod_bias": zeros(cin), f"{scope}/bias": zeros(cout)})
+        if noise:
+            syn[f"{scope}/noise_strength"] = zeros()
+
+    layer("4x4/Conv", nf(4), nf(4))
+    layer("4x4/ToWavelet", nf(4), 12, noise=False)
+    for r in (2 ** i for i in range(3, int(np.log2(resolution)))):
+        layer(f"{r}x{r}/Conv0_up", nf(r // 2), nf(r))
+        layer(f"{r}x{r}/Conv1", nf(r), nf(r))
+        layer(f"{r}x{r}/ToWavelet", nf(r), 12, noise=False)
+    components = {"synthesis": net("G_synthesis", st.SYNTHESIS_FUNC, syn),
+                  "mapping": net("G_mapping", "G_mapping", mapping)}
+    return net("Gs", "G_main", {"dlatent_avg": zeros(latent), "lod": zeros()}, components)
+
+
+@pytest.mark.parametrize("name", ["wagi_ffhq1024_encoder", "wagi_ffhq1024"])
+def test_paper_configs_describe_the_converted_ffhq_generator(name):
+    from wagi.config import load_config
+    from wagi.models.wagi import check_generator_config
+
+    generator, latent_avg, info = st.convert_generator(official_ffhq_network())
+    kw = info["generator_kwargs"]
+    assert (generator.n_latent, len(generator.state_dict()), latent_avg.shape) == (16, 213, (1, 512))
+    written = {"size": 1024, "style_dim": 512, "n_mlp": 8, "to_rgb_kernel": 3, "channel_multiplier": 2}
+    assert {k: kw[k] for k in written} == written and kw["channels"] is None  # rosinality's table, cm 2
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml", check_paths=False)
+    assert cfg.generator.ckpt == "pretrained/swagan_ffhq1024.pt"
+    check_generator_config(cfg.generator, {"generator": written}, "the converted file")  # what convert writes
