@@ -21,7 +21,7 @@ from wagi.checkpoint import load_generator
 
 DATA = Path(__file__).parent / "data" / "swagan_tf"
 RESOLUTIONS = (8, 16, 32)
-TOLERANCE = 1e-3  # the bound, in [-1, 1] image units; the measured error is ~3e-6
+TOLERANCE = 1e-3  # the required bound, in [-1, 1] image units; the measured error is ~3e-6
 MISMATCH = 1e-2  # a conversion without one of its steps is off by far more than this
 
 
@@ -33,10 +33,6 @@ def golden(res):
     return dict(np.load(DATA / f"swagan_r{res}_golden.npz"))
 
 
-def errors_vs_official(generator, latent_avg, gold):
-    return st.compare_with_golden(generator, latent_avg, gold)
-
-
 def convert(tmp_path, res=32, kind="", skip=()):
     out = tmp_path / f"g{res}{kind}.pt"
     st.convert_official_pickle(pkl(res, kind), out, skip=skip)
@@ -44,16 +40,18 @@ def convert(tmp_path, res=32, kind="", skip=()):
 
 
 # ------------------------------------------------------------------ faithful conversion
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("res", RESOLUTIONS)
-def test_converted_checkpoint_reproduces_the_official_network(tmp_path, res):
+def test_converted_checkpoint_reproduces_the_official_network(tmp_path, res, fused):
     out = convert(tmp_path, res)
     generator, latent_avg, info = load_generator(out)  # strict load of the written file
+    generator.set_fused_modconv(fused)  # both evaluations of the modulated convs
     assert info["format"] == "wagi" and info["latent_avg_source"] == "checkpoint"
     assert generator.size == res and generator.n_latent == 2 * int(np.log2(res)) - 4
     assert generator.config["to_rgb_kernel"] == 3
     gold = golden(res)
     assert gold["wplus"].shape[1] == generator.n_latent + 2  # the official W+ has two unread rows
-    errs = errors_vs_official(generator, latent_avg, gold)
+    errs = st.compare_with_golden(generator, latent_avg, gold)
     assert max(errs.values()) < TOLERANCE, errs
     assert max(np.abs(gold[k]).max() for k in gold if k.startswith("images")) > 1  # non-trivial images
     raw = torch.load(out, weights_only=True)
@@ -66,8 +64,11 @@ def test_each_conversion_step_is_needed(tmp_path, step):
     # 32 px: two up-sampling blocks, so every step has something to change.
     out = convert(tmp_path, 32, skip=(step,))
     generator, latent_avg, _ = load_generator(out, compute_latent_avg=True)
-    errs = errors_vs_official(generator, latent_avg, golden(32))
+    errs = st.compare_with_golden(generator, latent_avg, golden(32))
     assert max(errs.values()) > MISMATCH, (step, errs)
+
+
+def test_unknown_conversion_step_is_refused():
     with pytest.raises(ValueError, match="unknown conversion steps"):
         st.convert_generator(st.read_official_pickle(pkl(8)), skip=("no_such_step",))
 
@@ -75,7 +76,7 @@ def test_each_conversion_step_is_needed(tmp_path, step):
 def test_the_moving_average_gs_is_converted_not_g():
     nets = st.read_official_pickle(pkl(16))
     assert st.find_generator(nets) is nets[2] and nets[2].name == "Gs"
-    g_errs = errors_vs_official(*st.convert_generator(nets[0])[:2], golden(16))
+    g_errs = st.compare_with_golden(*st.convert_generator(nets[0])[:2], golden(16))
     assert max(g_errs.values()) > MISMATCH  # the training network G has other weights (golden script)
 
 
@@ -96,7 +97,7 @@ def test_stored_source_is_never_executed(tmp_path):
     with pytest.raises(RuntimeError, match="stored build_module_src was executed"):
         exec(sources[0], {})  # armed: the official unpickler would raise here
     generator, latent_avg, _ = load_generator(convert(tmp_path, 8, "_trap"))
-    assert max(errors_vs_official(generator, latent_avg, golden(8)).values()) < TOLERANCE
+    assert max(st.compare_with_golden(generator, latent_avg, golden(8)).values()) < TOLERANCE
 
 
 # ------------------------------------------------------------------ the script and its one-line errors

@@ -8,9 +8,13 @@ Formats read by :func:`load_generator`:
 * **WaGI** (written by :func:`save_generator`)::
 
       {"format": "wagi", "version": 1,
-       "generator": {Generator kwargs: size, style_dim, n_mlp, channel_multiplier, blur_kernel, lr_mlp, channels},
+       "generator": {Generator kwargs: size, style_dim, n_mlp, channel_multiplier, blur_kernel, lr_mlp, channels,
+                     to_rgb_kernel},
        "config": {resolved run config, plain data},
        "g_ema": state_dict, "latent_avg": (1, style_dim) tensor or None, ...extra}
+
+  ``scripts/convert_weights.py`` writes this format for the official TensorFlow SWAGAN
+  (:mod:`wagi.swagan_tf`), with ``to_rgb_kernel: 3`` and a ``converted_from`` entry.
 
 * **rosinality** ``train.py`` / ``convert_weight.py``:
   ``{"g_ema": state_dict, ["latent_avg"], ["args": Namespace], ...}``.

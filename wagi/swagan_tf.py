@@ -338,9 +338,10 @@ def _convert(value: np.ndarray, kind: str, skip: Sequence[str]) -> torch.Tensor:
     return t  # copy, noise
 
 
-def convert_generator(gs: OfficialNetwork, skip: Sequence[str] = (), where: str = "the pickle"
+def convert_generator(gs: Any, skip: Sequence[str] = (), where: str = "the pickle"
                       ) -> Tuple[Generator, Optional[torch.Tensor], Dict[str, Any]]:
-    """Convert the official ``Gs`` into a :class:`Generator` (eval mode, weights loaded strictly).
+    """Convert the official ``Gs`` (or the unpickled ``(G, D, Gs)``, see :func:`find_generator`) into a
+    :class:`Generator` (eval mode, weights loaded strictly).
 
     Returns ``(generator, latent_avg (1, D) or None, info)``; ``info`` holds ``generator_kwargs`` and the
     official ``resolution``, ``static_kwargs`` (plain values only), unused variables, and the

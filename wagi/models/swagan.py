@@ -2,7 +2,9 @@
 
 The state_dict keys, buffers included, are those of rosinality/stylegan2-pytorch at commit bef283a,
 so its ``g_ema`` / ``d`` load with ``strict=True`` and give the same images for the same weights,
-latents and noise (161 generator keys at 256, 213 at 1024; 92 discriminator keys at 256).
+latents and noise (161 generator keys at 256, 213 at 1024; 92 discriminator keys at 256). With
+``Generator(..., to_rgb_kernel=3)`` the same keys hold the official TensorFlow SWAGAN's 3x3 ToWavelet
+convs (converted by :mod:`wagi.swagan_tf`).
 
 SWAGAN synthesises **Haar wavelet coefficients**: at every feature resolution ``r`` (4 ... size/2)
 a ToRGB branch produces a 12-channel map ``(N, 12, r, r)`` = ``[LL | LH | HL | HH]`` x RGB, the
