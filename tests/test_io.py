@@ -1,7 +1,9 @@
 """Tests of wagi.imageio: discovery, loading of good/odd/broken files, batching, datasets, saving."""
 import os
 import pickle
+import subprocess
 import sys
+import zlib
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 from PIL import Image, ImageFile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from badfiles import EXIF_ORIENTATION_TAG, IS_ROOT, ROTATE_90_CW, make_corpus, rgb16_png_bytes  # noqa: E402
+from badfiles import EXIF_ORIENTATION_TAG, IS_ROOT, ROTATE_90_CW, make_corpus, png_bytes, rgb16_png_bytes  # noqa: E402
 
 from wagi import imageio  # noqa: E402
 from wagi.imageio import (  # noqa: E402
@@ -419,6 +421,135 @@ def test_size_limits_are_parameters(tmp_path):
     with pytest.raises(ImageLoadError, match="minimum side is 31 px"):
         load_image(path, S, min_side=31)
     assert load_image(path, S, min_side=30, max_pixels=1200).shape == (3, S, S)
+
+
+# ------------------------------------------------------------------------------------------
+# Bounded decoding: header limits, reduce-on-decode for every mode, peak memory
+# ------------------------------------------------------------------------------------------
+def _flat_png(path, width, height, colour_type=2, value=0):
+    """A valid 8-bit PNG of ``width x height`` constant pixels: a few KB on disk for any size."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" + bytes([value]) * (width * channels)
+    with open(path, "wb") as f:
+        f.write(png_bytes(width, height, 8, colour_type, zlib.compress(row * height, 9)))
+    return str(path)
+
+
+def test_extreme_aspect_is_refused_from_the_header(tmp_path, monkeypatch):
+    banner = tmp_path / "banner.png"  # 11,000,000 x 8: 88 M pixels, under MAX_PIXELS; header + 10 bytes of data
+    banner.write_bytes(png_bytes(11_000_000, 8, 8, 2, zlib.compress(b"\x00" * 16)))
+    pole = _flat_png(tmp_path / "pole.png", 8, 100_000)  # valid pixel data, 8 x 100,000
+    assert os.path.getsize(pole) < 5000
+    decoded = []
+    monkeypatch.setattr(imageio.Image.Image, "load", lambda self: decoded.append(self) or None)
+    for path, dims, ratio in ((str(banner), "11000000x8", "1.375e+06:1"), (pole, "8x100000", "1.25e+04:1")):
+        for call in (lambda: load_image(path, 128), lambda: check_image(path),
+                     lambda: load_image(path, None, max_pixels=None)):
+            with pytest.raises(ImageLoadError) as info:
+                call()
+            assert str(info.value) == (f"{path}: cannot read image: image too elongated: {dims} px, aspect ratio "
+                                       f"{ratio} (maximum is {imageio.MAX_ASPECT}:1; set WAGI_MAX_IMAGE_ASPECT "
+                                       "to change it)")
+    assert decoded == []  # refused before any pixel was decoded
+
+
+def test_image_limits_come_from_the_environment(tmp_path, monkeypatch):
+    path = _flat_png(tmp_path / "strip.png", 8 * (imageio.MAX_ASPECT + 1), 8, value=255)
+    with pytest.raises(ImageLoadError, match="too elongated"):
+        load_image(path, S)
+    monkeypatch.setenv("WAGI_MAX_IMAGE_ASPECT", "40")
+    assert torch.allclose(load_image(path, S), torch.ones(3, S, S), atol=1e-6)
+    assert imageio.image_limits() == (imageio.MAX_PIXELS, 40)
+    assert imageio.image_limits(max_pixels=5, max_aspect=None) == (5, None)
+    monkeypatch.setenv("WAGI_MAX_IMAGE_PIXELS", "2000")
+    with pytest.raises(ImageLoadError, match=r"= 2112 pixels \(maximum is 2000; set WAGI_MAX_IMAGE_PIXELS"):
+        load_image(path, S)
+    assert load_image(path, S, max_pixels=None).shape == (3, S, S)  # an explicit argument wins
+    for bad in ("lots", "0", "-5", "1e9", "x" * 500):
+        monkeypatch.setenv("WAGI_MAX_IMAGE_PIXELS", bad)
+        with pytest.raises(ImageLoadError) as info:
+            load_image(path, S)
+        msg = str(info.value)
+        assert "WAGI_MAX_IMAGE_PIXELS=" in msg and "is not a positive integer" in msg and len(msg) < 200, msg
+
+
+BIG_W, BIG_H = 1200, 900
+
+
+def _big(mode):
+    """A smooth ``BIG_W x BIG_H`` test image in ``mode`` (alpha varying across it where there is alpha)."""
+    yy, xx = np.mgrid[0:BIG_H, 0:BIG_W]
+    rgb = np.stack([xx * 255 // BIG_W, yy * 255 // BIG_H, (xx + yy) * 255 // (BIG_W + BIG_H)], -1).astype(np.uint8)
+    alpha = (xx * 255 // BIG_W).astype(np.uint8)
+    base = Image.fromarray(rgb)
+    if mode == "RGBA":
+        return Image.fromarray(np.dstack([rgb, alpha]))
+    if mode == "LA":
+        return Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA")
+    if mode == "P":
+        return base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    if mode == "PA":
+        return base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).convert("PA")
+    if mode == "1":
+        return base.convert("L").convert("1")
+    if mode == "I;16":
+        return Image.fromarray((xx * 65535 // BIG_W).astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray((xx * 65535 // BIG_W).astype(np.int32))
+    if mode == "F":
+        return Image.fromarray((xx / BIG_W).astype(np.float32))
+    return base.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P", "PA", "1", "I;16", "I", "F", "CMYK"])
+def test_every_mode_is_reduced_before_float_conversion(tmp_path, monkeypatch, mode):
+    img = _big(mode)
+    path = save_pil(img, tmp_path / ("big.tif" if mode in ("PA", "I", "F", "CMYK") else "big.png"))
+    full = imageio.resize_to_square(pil_to_tensor(img, imageio.WHITE), S) * 2 - 1
+    seen = []
+    real = imageio.pil_to_tensor
+    monkeypatch.setattr(imageio, "pil_to_tensor", lambda im, bg: seen.append(im.size) or real(im, bg))
+    x = load_image(path, S)
+    # short side 900 -> no less than REDUCING_GAP * 32 = 64 px, long side 86: reduced by 13 (1200 // 86) to
+    # 93 x 70, never converted to float at full size
+    assert seen == [(93, 70)], seen
+    # dithered bilevel and 64-colour palette pixels have sharp edges that the two resamples round differently
+    tol = {"1": 0.06, "P": 0.02, "PA": 0.02}.get(mode, 0.01)
+    assert (x - full).abs().mean() < tol, (mode, (x - full).abs().mean())
+
+
+def test_colour_key_survives_reduction(tmp_path):
+    img = _big("RGB")
+    arr = np.asarray(img).copy()
+    arr[:, : BIG_W // 2] = (1, 2, 3)  # the left half is the transparent colour
+    path = save_pil(Image.fromarray(arr), tmp_path / "key.png", transparency=(1, 2, 3))
+    x = load_image(path, S, "resize")
+    # white background, not the key colour (1, 2, 3) = -0.99
+    assert torch.allclose(x[:, :, : S // 2 - 1], torch.ones(3, S, S // 2 - 1), atol=1e-5)
+
+
+_PEAK_RSS = """
+import resource, sys
+from wagi import imageio
+imageio.load_image(sys.argv[1], 64)  # warm up: imports and allocator pools
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+imageio.load_image(sys.argv[2], 64)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="ru_maxrss is in KiB on Linux only")
+def test_peak_memory_of_a_large_rgba_image_is_bounded(tmp_path):
+    small = save_pil(Image.new("RGBA", (64, 64)), tmp_path / "small.png")
+    big = _flat_png(tmp_path / "big.png", 4000, 4000, colour_type=6, value=128)  # 64 MB of RGBA pixels, 70 KB file
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, small, big], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    growth_mib = int(out.stdout.strip())
+    # decoded RGBA (61 MiB) and its premultiplied copy for the reduction; a full-size float conversion would
+    # need 61 MiB x 4 (float32) x 3 (RGBA, RGB, composite) = 730 MiB more
+    assert growth_mib < 200, growth_mib
 
 
 # ------------------------------------------------------------------------------------------
