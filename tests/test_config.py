@@ -164,3 +164,147 @@ def test_head_channels_key():
     assert from_dict(_demo(encoder={"head_channels": 64})).encoder.head_channels == 64
     with pytest.raises(ConfigError, match=r"'encoder\.head_channels'.*>= 1"):
         from_dict(_demo(encoder={"head_channels": 0}))
+
+
+# ------------------------------------------------------------------------------------------
+# Hostile and out-of-range configs: one ConfigError line naming the key, before any work
+# ------------------------------------------------------------------------------------------
+BAD_VALUES = [
+    ({"train": {"grad_clip": -1.0}}, "train.grad_clip", "> 0"),
+    ({"train": {"grad_clip": 0}}, "train.grad_clip", "> 0"),
+    ({"generator": {"size": 2 ** 20}}, "generator.size", "power of two from 8 to 4096"),
+    ({"generator": {"size": 100}}, "generator.size", "power of two"),
+    ({"generator": {"style_dim": 0}}, "generator.style_dim", ">= 1"),
+    ({"generator": {"style_dim": 10 ** 9}}, "generator.style_dim", "<= 4096"),
+    ({"generator": {"n_mlp": 0}}, "generator.n_mlp", ">= 1"),
+    ({"encoder": {"width": 0}}, "encoder.width", ">= 1"),
+    ({"encoder": {"input_size": 10 ** 6}}, "encoder.input_size", "<= 4096"),
+    ({"loss": {"wavelet_cfg": {"levels": 10}}}, "loss.wavelet_cfg.levels", "<= 8"),
+    ({"loss": {"wavelet_cfg": {"levels": 0}}}, "loss.wavelet_cfg.levels", ">= 1"),
+    ({"loss": {"loss_size": 96, "wavelet_cfg": {"levels": 6}}}, "loss.wavelet_cfg.levels", "divisible by 64"),
+    ({"loss": {"loss_size": -256}}, "loss.loss_size", ">= 1"),
+    ({"loss": {"lpips": -0.5}}, "loss.lpips", ">= 0"),
+    ({"loss": {"l2": float("nan")}}, "loss.l2", "finite"),
+    ({"loss": {"wavelet_cfg": {"band_weights": {"HH": float("inf")}}}}, "loss.wavelet_cfg.band_weights.HH", "finite"),
+    ({"train": {"betas": []}}, "train.betas", "two numbers"),
+    ({"train": {"betas": [0.9, 1.5]}}, "train.betas", "two numbers"),
+    ({"train": {"lr": 0}}, "train.lr", "> 0"),
+    ({"train": {"lr": "nan"}}, "train.lr", "finite"),
+    ({"train": {"weight_decay": -1}}, "train.weight_decay", ">= 0"),
+    ({"train": {"val_batches": 0}}, "train.val_batches", ">= 1"),
+    ({"fusion": {"levels": 0}}, "fusion.levels", ">= 1"),
+    ({"fusion": {"kind": "wavelet", "levels": 5, "resolutions": [8, 16]}, "generator": {"size": 32}},
+     "fusion.levels", "divisible by 16"),
+    ({"fusion": {"width": 0}}, "fusion.width", ">= 1"),
+    ({"fusion": {"aligner": {"aug_prob": 2}}}, "fusion.aligner.aug_prob", "<= 1"),
+    ({"data": {"demo": True, "image_size": 0}}, "data.image_size", ">= 8"),
+    ({"experiment": {"name": "../elsewhere"}}, "experiment.name", "one folder name"),
+    ({"experiment": {"name": ""}}, "experiment.name", "one folder name"),
+]
+
+
+@pytest.mark.parametrize("extra,key,phrase", BAD_VALUES, ids=[k for _, k, _ in BAD_VALUES])
+def test_out_of_range_values_name_the_key(extra, key, phrase):
+    data = _demo()
+    for section, values in extra.items():
+        data.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError) as info:
+        from_dict(data, check_paths=False)
+    assert info.value.key == key and phrase in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_run_location_paths_are_checked(tmp_path):
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"'experiment\.out_dir'.*is a file, not a folder"):
+        from_dict(_demo(experiment={"out_dir": str(a_file)}))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "wagi").write_text("x")
+    with pytest.raises(ConfigError, match=r"'experiment\.name'.*is a file, not a run folder"):
+        from_dict(_demo(experiment={"out_dir": str(tmp_path / "out")}))
+    with pytest.raises(ConfigError, match=r"'data\.cache_file'.*is a folder"):
+        from_dict({"data": {"demo": True, "demo_images": 4, "preload": True, "cache_file": str(tmp_path)}})
+
+
+def test_gan_config_ranges(tmp_path):
+    from wagi.training.gan_config import gan_from_dict
+
+    base = {"data": {"demo": True}, "discriminator": {}}
+    for extra, key in [({"generator": {"size": 2 ** 16}}, "generator.size"),
+                       ({"generator": {"style_dim": 10 ** 8}}, "generator.style_dim"),
+                       ({"discriminator": {"channel_multiplier": 10 ** 6}}, "discriminator.channel_multiplier"),
+                       ({"train": {"lr": float("inf")}}, "train.lr"),
+                       ({"train": {"betas": []}}, "train.betas"),
+                       ({"experiment": {"out_dir": str(tmp_path / "f.txt")}}, "experiment.out_dir")]:
+        (tmp_path / "f.txt").write_text("x")
+        data = {**base, **extra}
+        with pytest.raises(ConfigError) as info:
+            gan_from_dict(data, check_paths=False)
+        assert info.value.key == key, str(info.value)
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def test_yaml_bombs_and_odd_files_are_one_line(tmp_path):
+    import time
+
+    cases = {
+        "laughs.yaml": (BILLION_LAUGHS.encode(), "expands to more than 100000 values"),
+        "recursive.yaml": (b"train: &t {lr: 0.1, again: *t}\n", "recursive"),
+        "deep.yaml": (b"[" * 20000 + b"]" * 20000, "nested more than 64 levels"),
+        "deep_map.yaml": (b"".join(b"  " * i + b"k:\n" for i in range(200)), "nested more than 64 levels"),
+        "list.yaml": (b"- 1\n- 2\n", "mapping of sections at the top level, got a list"),
+        "number.yaml": (b"42\n", "got a int"),
+        "string.yaml": (b"hello\n", "got a str"),
+        "latin1.yaml": ("train: {lr: 0.1}  # caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset"),
+        "huge.yaml": (b"# " + b"x" * (2 << 20) + b"\n", "larger than 1048576 bytes"),
+        "unclosed.yaml": (b"train: [unclosed\n" + b"x" * 5000, "not valid YAML"),
+    }
+    for name, (content, phrase) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        start = time.perf_counter()
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        msg = str(info.value)
+        assert phrase in msg and "\n" not in msg and len(msg) <= 510, (name, msg[:300])
+        assert time.perf_counter() - start < 5, name
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(tmp_path)
+
+
+def test_override_values_are_bounded_too(tmp_path):
+    import time
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  demo: true\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_config(p, ["train.betas=" + BILLION_LAUGHS.replace("\n", ", ").join("{}")])
+    assert "expands to more than" in str(info.value) and info.value.key == "train.betas"
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ConfigError) as info:
+        load_config(p, ["train.lr=" + "x" * 100_000])
+    assert len(str(info.value)) <= 510 and "'train.lr'" in str(info.value)
+    # ordinary anchors and merges still work
+    p.write_text("data: {demo: true}\nloss: {wavelet_cfg: {band_weights: &w {LH: 2, HL: 2}}}\n"
+                 "fusion: {resolutions: &r [16, 32]}\nencoder: {width: 4}\ntrain: {betas: [0.5, 0.9]}\n")
+    assert load_config(p).loss.wavelet_cfg.band_weights == {"LH": 2.0, "HL": 2.0}
+    p.write_text("data: {demo: true}\nfusion: {resolutions: &r [16, 32]}\nextra_sizes: *r\n")
+    with pytest.raises(ConfigError, match="'extra_sizes': unknown key"):  # the alias resolved, then validated
+        load_config(p)
+
+
+def test_train_script_refuses_a_hostile_config_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(bomb)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "expands to more than 100000 values" in out.stderr

@@ -12,7 +12,9 @@ Every key is documented in ``docs/config.md``; keep the two in sync (``tests/tes
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +24,93 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with the dotted key it concerns."""
+    """A configuration problem, with the dotted key it concerns; the message is one line."""
 
     def __init__(self, key: str, message: str):
         self.key = key
-        super().__init__(f"config key '{key}': {message}" if key else message)
+        text = " ".join((f"config key '{key}': {message}" if key else str(message)).split())
+        super().__init__(text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " ...")
+
+
+# Bounds on what a config file may make the reader do: real configs are a few KB, a few hundred nodes
+# and under ten levels deep; an "anchors and aliases" bomb expands a few hundred bytes into billions
+# of nodes, and deep nesting exhausts the recursion of the YAML composer.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000   # scalars, lists and mappings after expanding every alias
+MAX_CONFIG_DEPTH = 64
+MAX_MESSAGE_CHARS = 500
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxlevel = 60, 60, 6, 6, 3
+
+
+def shown(value: Any) -> str:
+    """A short repr for error messages: never the whole of a huge or deeply nested value."""
+    return _SHOWN.repr(value)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a depth limit while composing; :func:`safe_yaml` adds the size limit."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise ConfigError("", f"YAML nested more than {MAX_CONFIG_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node) -> int:
+    """Nodes of the document once every alias is expanded, counted without expanding (memoised per node);
+    raises :class:`ConfigError` above ``MAX_CONFIG_NODES``, or when an alias contains its own anchor."""
+    memo: Dict[int, int] = {}
+    pending = object()
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError("", f"YAML nested more than {MAX_CONFIG_DEPTH} levels deep (through aliases)")
+        known = memo.get(id(n))
+        if known is pending:
+            raise ConfigError("", "YAML alias refers to a node that contains it (a recursive structure)")
+        if known is not None:
+            return known
+        memo[id(n)] = pending  # type: ignore[assignment]
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c, depth + 1) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError("", f"YAML expands to more than {MAX_CONFIG_NODES} values (anchors and aliases?)")
+        memo[id(n)] = total
+        return total
+
+    return size(node, 0)
+
+
+def safe_yaml(text: str, what: str = "config") -> Any:
+    """Parse YAML ``text`` as plain data (``yaml.safe_load`` semantics) within ``MAX_CONFIG_NODES`` values
+    after alias expansion and ``MAX_CONFIG_DEPTH`` levels; any problem is one :class:`ConfigError` line."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except ConfigError:
+        raise
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"{what} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError("", f"{what}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def _path(default=None, must_exist: bool = True):
@@ -188,18 +272,18 @@ def _coerce(value: Any, tp, key: str):
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {shown(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping (section), got {value!r}")
+            raise ConfigError(key, f"expected a mapping (section), got {shown(value)}")
         return _build(tp, value, key)
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(key, f"expected a list, got {value!r}")
+            raise ConfigError(key, f"expected a list, got {shown(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Dict):
         if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a mapping, got {value!r}")
+            raise ConfigError(key, f"expected a mapping, got {shown(value)}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, str):
@@ -209,19 +293,19 @@ def _coerce(value: Any, tp, key: str):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}")
+            raise ConfigError(key, f"expected a number, got {shown(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
+            raise ConfigError(key, f"expected an integer, got {shown(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true or false, got {value!r}")
+            raise ConfigError(key, f"expected true or false, got {shown(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}")
+            raise ConfigError(key, f"expected a string, got {shown(value)}")
         return value
     raise ConfigError(key, f"unsupported type {tp}")
 
@@ -263,7 +347,7 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
         value = _coerce(raw, hints[name], full)
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
-            raise ConfigError(full, f"must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(full, f"must be one of {list(choices)}, got {shown(value)}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -279,9 +363,118 @@ def _check_paths(obj, prefix: str = "") -> None:
                 raise ConfigError(full, f"file or folder not found: {value}")
 
 
+# Upper bounds that keep a typo from asking for terabytes before the first step; each is several times
+# what the paper setting (1024 px, style_dim 512, 18 w+ codes) uses.
+MAX_IMAGE_SIDE = 4096
+MAX_STYLE_DIM = 4096
+MAX_CHANNELS = 4096        # any feature width
+MAX_N_MLP = 64
+MAX_CHANNEL_MULTIPLIER = 16
+MAX_HAAR_LEVELS = 8        # 2**8 = 256: an image at least 256 px per side for the coarsest band
+MAX_N_ITERS = 100
+
+
+def check_range(value: Any, key: str, lo: Optional[float] = None, hi: Optional[float] = None,
+                lo_open: bool = False) -> None:
+    """Raise :class:`ConfigError` for ``key`` unless ``lo <= value <= hi`` (``lo < value`` when
+    ``lo_open``); ``None`` values pass (optional keys)."""
+    if value is None:
+        return
+    low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+    if low_bad or (hi is not None and value > hi):
+        lower = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
+        upper = "" if hi is None else f"<= {hi:g}"
+        raise ConfigError(key, f"must be {' and '.join(b for b in (lower, upper) if b)}, got {shown(value)}")
+
+
+def check_power_of_two(value: Optional[int], key: str, lo: int, hi: int = MAX_IMAGE_SIDE) -> None:
+    if value is not None and (value < lo or value > hi or value & (value - 1)):
+        raise ConfigError(key, f"must be a power of two from {lo} to {hi}, got {shown(value)}")
+
+
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """Every float of a config dataclass (also inside lists and mappings) is finite: YAML reads ``.nan``
+    and ``.inf``, and the float coercion accepts ``"nan"``."""
+    def visit(value: Any, key: str) -> None:
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                visit(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {value}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                visit(v, f"{key}[{i}]")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(v, f"{key}.{k}")
+
+    visit(obj, prefix)
+
+
+def check_run_location(experiment: Any, cache_file: Optional[str]) -> None:
+    """``experiment.name`` is one folder name, ``experiment.out_dir`` is not a file, and
+    ``data.cache_file`` is not a folder (shared by the encoder and the generator schemas)."""
+    name = experiment.name
+    if not name.strip() or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise ConfigError("experiment.name", f"must be one folder name (no '/', not '.' or '..'), got {shown(name)}")
+    if "\0" in experiment.out_dir or not experiment.out_dir.strip():
+        raise ConfigError("experiment.out_dir", f"must be a folder path, got {shown(experiment.out_dir)}")
+    out_dir = os.path.expanduser(experiment.out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError("experiment.out_dir", f"{experiment.out_dir} is a file, not a folder")
+    run_dir = os.path.join(out_dir, name)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError("experiment.name", f"{run_dir} is a file, not a run folder")
+    if cache_file is not None:
+        if "\0" in cache_file or not cache_file.strip():
+            raise ConfigError("data.cache_file", f"must be a file path, got {shown(cache_file)}")
+        if os.path.isdir(os.path.expanduser(cache_file)):
+            raise ConfigError("data.cache_file", f"{cache_file} is a folder; give a file path (e.g. {cache_file}/images.pt)")
+
+
 def _check_consistency(cfg: WaGIConfig) -> None:
-    """Cross-key rules, each raising with the key that must change."""
+    """Cross-key and range rules, each raising with the key that must change."""
+    check_finite(cfg)
+    check_run_location(cfg.experiment, cfg.data.cache_file)
+    g, enc, fu, lc = cfg.generator, cfg.encoder, cfg.fusion, cfg.loss
+    check_power_of_two(g.size, "generator.size", 8)
+    check_range(g.style_dim, "generator.style_dim", 1, MAX_STYLE_DIM)
+    check_range(g.n_mlp, "generator.n_mlp", 1, MAX_N_MLP)
+    check_range(g.channel_multiplier, "generator.channel_multiplier", 1, MAX_CHANNEL_MULTIPLIER)
+    check_range(g.channel_max, "generator.channel_max", 1, MAX_CHANNELS)
+    check_range(enc.input_size, "encoder.input_size", 16, MAX_IMAGE_SIDE)
+    check_range(enc.n_iters, "encoder.n_iters", 1, MAX_N_ITERS)
+    check_range(enc.width, "encoder.width", 1, MAX_CHANNELS)
+    check_range(enc.head_channels, "encoder.head_channels", 1, MAX_CHANNELS)
+    al = fu.aligner
+    check_range(al.distortion_scale, "fusion.aligner.distortion_scale", 0.0, 1.0)
+    check_range(al.aug_prob, "fusion.aligner.aug_prob", 0.0, 1.0)
+    check_range(al.width, "fusion.aligner.width", 1, MAX_CHANNELS)
+    check_power_of_two(al.size, "fusion.aligner.size", 8)
+    check_range(fu.levels, "fusion.levels", 1, MAX_HAAR_LEVELS)
+    check_range(fu.width, "fusion.width", 1, MAX_CHANNELS)
+    for key in ("l2", "lpips", "id", "wavelet", "w_norm", "delta_reg", "aligner"):
+        check_range(getattr(lc, key), f"loss.{key}", 0.0)
+    wl = lc.wavelet_cfg
+    check_range(wl.levels, "loss.wavelet_cfg.levels", 1, MAX_HAAR_LEVELS)
+    for band, weight in wl.band_weights.items():
+        check_range(weight, f"loss.wavelet_cfg.band_weights.{band}", 0.0)
+    check_range(lc.loss_size, "loss.loss_size", 1, MAX_IMAGE_SIDE)
+    loss_side = lc.loss_size if lc.loss_size is not None else g.size
+    if loss_side % (2 ** wl.levels) or loss_side < 2 ** wl.levels:
+        what = "loss.loss_size" if lc.loss_size is not None else "generator.size (loss.loss_size: null)"
+        raise ConfigError("loss.wavelet_cfg.levels", f"{wl.levels} Haar levels need a loss image divisible by "
+                                                     f"{2 ** wl.levels}; {what} is {loss_side}")
+    dc = cfg.data
+    check_range(dc.image_size, "data.image_size", 8, MAX_IMAGE_SIDE)
+    check_range(dc.demo_test_size, "data.demo_test_size", 1)
     tc = cfg.train
+    check_range(tc.lr, "train.lr", 0.0, lo_open=True)
+    if len(tc.betas) != 2 or not all(0.0 <= b < 1.0 for b in tc.betas):
+        raise ConfigError("train.betas", f"must be two numbers in [0, 1), got {shown(tc.betas)}")
+    check_range(tc.weight_decay, "train.weight_decay", 0.0)
+    check_range(tc.grad_clip, "train.grad_clip", 0.0, lo_open=True)  # a negative norm would flip every gradient
+    check_range(tc.val_batches, "train.val_batches", 1)
     for key in ("batch_size", "log_every", "image_every", "val_every", "save_every"):
         if getattr(tc, key) < 1:
             raise ConfigError(f"train.{key}", f"must be >= 1, got {getattr(tc, key)}")
@@ -300,6 +493,9 @@ def _check_consistency(cfg: WaGIConfig) -> None:
             raise ConfigError("fusion.resolutions",
                               f"{r} is not a feature resolution of a size-{cfg.generator.size} SWAGAN "
                               f"(powers of two from 4 to {cfg.generator.size // 2})")
+        if r % (2 ** (cfg.fusion.levels - 1)):
+            raise ConfigError("fusion.levels", f"{cfg.fusion.levels} Haar levels need every fusion resolution "
+                                               f"divisible by {2 ** (cfg.fusion.levels - 1)}; {r} is not")
     if not cfg.data.demo and cfg.train.max_steps > 0 and cfg.data.train_dir is None:
         raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
     dc = cfg.data
@@ -358,9 +554,9 @@ def parse_override(text: str):
     if not key:
         raise ConfigError(text, "empty key in override")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError as e:
-        raise ConfigError(key, f"cannot parse value {raw!r}: {e}") from None
+        value = safe_yaml(raw, f"the value of --set {key}") if raw.strip() != "" else None
+    except ConfigError as e:
+        raise ConfigError(key, f"cannot parse value {shown(raw)}: {e}") from None
     return key.split("."), value
 
 
@@ -389,15 +585,30 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
 def read_config_data(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """The nested dict of a YAML config file (``path=None``: empty) with ``section.key=value`` overrides
     applied; not validated yet (see :func:`validate_config`)."""
-    data: Dict[str, Any] = {}
+    data: Any = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError("", f"config file not found: {path}")
+            raise ConfigError("", f"config file not found: {path}" if not p.exists() else
+                              f"config file {path} is not a regular file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError("", f"{path} is not valid YAML: {e}") from None
+            with open(p, "rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            raise ConfigError("", f"cannot read config file {path}: {e.strerror or e}") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError("", f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; is it a config?")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError("", f"config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                                  f"{e.start})") from None
+        data = safe_yaml(text, f"config file {path}")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError("", f"config file {path} must hold a mapping of sections at the top level, "
+                                  f"got a {type(data).__name__}: {shown(data)}")
     return apply_overrides(data, overrides)
 
 

@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..config import (
+    MAX_CHANNEL_MULTIPLIER,
+    MAX_CHANNELS,
+    MAX_IMAGE_SIDE,
+    MAX_N_MLP,
+    MAX_STYLE_DIM,
     ConfigError,
     ExperimentConfig,
     _choice,
     _path,
     all_keys,
+    check_finite,
+    check_power_of_two,
+    check_range,
+    check_run_location,
     read_config_data,
     save_config,
     to_dict,
@@ -117,14 +126,23 @@ def _positive(value, key: str, allow_zero: bool = False) -> None:
     if value is None:
         return
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 def _check_consistency(cfg: GANConfig) -> None:
     """Cross-key and range rules, each raising with the key that must change."""
     g, d, dc, tc = cfg.generator, cfg.discriminator, cfg.data, cfg.train
-    if g.size < MIN_SIZE or g.size & (g.size - 1):
-        raise ConfigError("generator.size", f"must be a power of two >= {MIN_SIZE}, got {g.size}")
+    check_finite(cfg)
+    check_run_location(cfg.experiment, dc.cache_file)
+    check_power_of_two(g.size, "generator.size", MIN_SIZE)
+    check_range(g.style_dim, "generator.style_dim", 1, MAX_STYLE_DIM)
+    check_range(g.n_mlp, "generator.n_mlp", 1, MAX_N_MLP)
+    for key, value in (("generator.channel_multiplier", g.channel_multiplier),
+                       ("discriminator.channel_multiplier", d.channel_multiplier)):
+        check_range(value, key, 1, MAX_CHANNEL_MULTIPLIER)
+    for key, value in (("generator.channel_max", g.channel_max), ("discriminator.channel_max", d.channel_max)):
+        check_range(value, key, 1, MAX_CHANNELS)
+    check_range(tc.n_sample, "train.n_sample", 1, 1024)  # one grid image; 1024 tiles is already 32 x 32
     must_be_positive = {
         "generator.style_dim": g.style_dim, "generator.n_mlp": g.n_mlp,
         "generator.channel_multiplier": g.channel_multiplier, "generator.channel_max": g.channel_max,
