@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
+from wagi.fileio import printable  # noqa: E402
 from wagi.inference import PROJECT_ROOT, invert_folder, log_stderr  # noqa: E402
 from wagi.metrics import (DEFAULT_EVAL_SIZE, PerceptualMetrics, check_report_outputs,  # noqa: E402
                           evaluate_folders, markdown_report, write_report)
@@ -160,12 +161,15 @@ def main(argv=None) -> int:
     evaluation.settings.update({"methods": {n: os.fspath(d) for n, d in methods.items()},
                                 "checkpoints": {n: os.fspath(c) for n, c in args.ckpt},
                                 "batch_size": args.batch_size, "device": str(device)})
+    print(printable(markdown_report(evaluation)), flush=True)  # the numbers are on screen whatever the disk does
     try:
         written = write_report(evaluation, args.out, overwrite=args.overwrite)
     except OutputExistsError as err:
         _error(str(err))
         return 2
-    print(markdown_report(evaluation))
+    except OSError as err:  # wagi.fileio.WriteError: disk full, read-only folder, permission
+        _error(f"{err}; the report above was not saved completely")
+        return 1
     print("wrote " + ", ".join(written.values()), flush=True)
     n_bad = len(report.failures)
     n_missing = sum(len(m.matching.missing) for m in evaluation.methods.values())

@@ -140,6 +140,9 @@ def main(argv=None) -> int:
     except ImageIOError as err:
         _error(str(err))
         return 1
+    except OSError as err:  # a refused write (wagi.fileio.WriteError): disk full, read-only, permission
+        _error(f"{err}; the outputs written before it are complete files")
+        return 1
     except KeyboardInterrupt:
         _error("interrupted; the outputs written so far are complete files; "
                "re-run to finish (existing ones are skipped)")

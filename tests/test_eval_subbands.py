@@ -211,3 +211,39 @@ def test_cli_exit_status(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "missing in method): a0.png" in proc.stderr
     assert (tmp_path / "eval" / "results.json").is_file()
+
+
+def test_non_utf8_file_names_keep_the_report(tmp_path, capsys):
+    _dataset(tmp_path)
+    odd = os.fsdecode(b"caf\xe9")  # a Latin-1 name: not UTF-8, held by Python as a surrogate escape
+    for folder in ("gt", "same"):
+        os.rename(tmp_path / folder / "a0.png", os.path.join(tmp_path, folder, odd + ".png"))
+    out = tmp_path / "eval"
+    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--out", str(out)) == 0
+    assert "| same |" in capsys.readouterr().out
+    csv_text = (out / "results.csv").read_bytes().decode("utf-8")  # valid UTF-8, the odd name escaped
+    names = [row["name"] for row in csv.DictReader(csv_text.splitlines())]
+    assert sorted(names) == sorted(["caf\\udce9"] + NAMES[1:])  # every pair compared, none dropped
+    assert "same" in json.loads((out / "results.json").read_text())["methods"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_prints_the_report_and_one_line(tmp_path, capsys, monkeypatch):
+    from wagi import fileio
+
+    _dataset(tmp_path)
+    real_fdopen = os.fdopen
+
+    def full(fd, *args, **kwargs):
+        os.close(fd)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "fdopen", full)
+    out = tmp_path / "eval"
+    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--out", str(out)) == 1
+    captured = capsys.readouterr()
+    assert "| same |" in captured.out  # the numbers reached the screen
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+    assert lines == [f"error: cannot write {out / 'results.md'}: no space left on device; the report above was not "
+                     "saved completely"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")] if out.exists() else True

@@ -7,20 +7,86 @@ removed on any error. :func:`atomic_link` gives an existing file a second name t
 
 Every writer of the project goes through here: checkpoints (:func:`wagi.checkpoint.save_checkpoint`),
 images (:func:`wagi.imageio.save_image`), latents and reports, boundaries, demo datasets.
+
+A write that the operating system refuses (disk full, read-only file system, permission denied, a file
+where a folder should be) raises :class:`WriteError`: an ``OSError`` whose message is one line,
+``cannot write <path>: <reason>``; the old file, if any, is left as it was and no temporary file stays.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 Content = Union[bytes, str, Callable[[BinaryIO], object]]
 
 TEMP_TOKEN_BYTES = 6  # random part of a temporary name: concurrent writers of one file never collide
 NEW_FILE_MODE = 0o666  # with the umask applied, as for any new file (mkstemp would give 0o600)
+
+
+_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+class WriteError(OSError):
+    """A refused write: ``str(err) == f"cannot write {path}: {reason}"``, one line (``errno`` kept)."""
+
+    def __init__(self, path: PathLike, cause: OSError):
+        reason = _REASONS.get(cause.errno) or " ".join(str(cause.strerror or cause).split()) or type(cause).__name__
+        super().__init__(cause.errno, reason, os.fspath(path))
+        self.message = f"cannot write {os.fspath(path)}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return (_rebuild_write_error, (self.filename, self.errno, self.strerror))
+
+
+def _rebuild_write_error(path: str, code: Optional[int], reason: str) -> WriteError:
+    return WriteError(path, OSError(code, reason))
+
+
+class _RecordingFile:
+    """Passes writes through and keeps the first ``OSError``: ``torch.save`` reports a failed write as a
+    RuntimeError about zip positions, which would hide a full disk."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 bytes of ``text``. A file name that is not valid UTF-8 reaches Python as surrogate escapes
+    (``\\udcff``); those are written as that escape text instead of failing the whole write."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def printable(text: str) -> str:
+    """``text`` with any undecodable file-name bytes shown as ``\\udcxx`` escapes: safe to print."""
+    return encode_text(text).decode("utf-8")
 
 
 def temp_path(path: PathLike) -> Path:
@@ -44,15 +110,18 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    if os.path.lexists(path):
-        os.unlink(path)
+    try:
+        if os.path.lexists(path):
+            os.unlink(path)
+    except OSError:
+        pass  # the original error is the one to report
 
 
 def atomic_write(path: PathLike, content: Content, overwrite: bool = True, durable: bool = True) -> Path:
     """Write ``content`` to ``path`` atomically (see the module docstring); creates missing parent folders.
 
     Args:
-        content: ``bytes``, ``str`` (written as UTF-8), or a function that writes into the binary file
+        content: ``bytes``, ``str`` (written as UTF-8, :func:`encode_text`), or a function that writes into the binary file
             object it is given (``lambda f: torch.save(obj, f)``).
         overwrite: replace an existing ``path``; ``False`` raises ``FileExistsError`` (one line) instead.
         durable: ``fsync`` the file and its folder, so the new file survives a power cut; ``False`` for
@@ -63,21 +132,33 @@ def atomic_write(path: PathLike, content: Content, overwrite: bool = True, durab
     path = Path(path)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path}: output file exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
+    if os.path.isdir(path):
+        raise WriteError(path, OSError(errno.EISDIR, "is a folder"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
+    except FileExistsError as err:  # mkdir: a file stands where a parent folder should be
+        raise WriteError(path, OSError(errno.ENOTDIR, str(err))) from None
+    except OSError as err:
+        raise WriteError(path, err) from None
+    recorder: Optional[_RecordingFile] = None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(content):
-                content(f)
+                recorder = _RecordingFile(f)
+                content(recorder)  # type: ignore[arg-type]
             else:
-                f.write(content.encode("utf-8") if isinstance(content, str) else content)
+                f.write(encode_text(content) if isinstance(content, str) else content)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         _remove(tmp)
+        cause = recorder.error if recorder is not None and recorder.error is not None else err
+        if isinstance(cause, OSError) and not isinstance(cause, WriteError) and isinstance(err, Exception):
+            raise WriteError(path, cause) from None
         raise
     if durable:
         _fsync_folder(path.parent)
@@ -94,9 +175,11 @@ def atomic_link(src: PathLike, dst: PathLike) -> Path:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
+    except OSError as err:
+        raise WriteError(dst, err) from None
     finally:
         _remove(tmp)
     return dst
 
 
-__all__ = ["atomic_write", "atomic_link", "temp_path"]
+__all__ = ["atomic_write", "atomic_link", "temp_path", "WriteError", "encode_text", "printable"]

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wagi.fileio import atomic_write
+from wagi.fileio import atomic_write, encode_text
 from wagi.imageio import (ImageItem, ImageLoadError, InputNotFoundError, LoadReport, OutputExistsError,
                           find_images, load_image)
 from wagi.wavelets import HIGH_BANDS, dwt, split_bands, subband_mse
@@ -682,9 +682,9 @@ def write_report(ev: Evaluation, out_dir: PathLike, overwrite: bool = False,
     out_dir = os.fspath(out_dir)
     check_report_outputs(out_dir, overwrite)
     contents: Dict[str, bytes] = {
-        "results.md": markdown_report(ev).encode(),
-        "results.csv": csv_report(ev).encode(),
-        "results.json": json_report(ev).encode(),
+        "results.md": encode_text(markdown_report(ev)),  # a non-UTF-8 file name must not cost the report
+        "results.csv": encode_text(csv_report(ev)),
+        "results.json": encode_text(json_report(ev)),
     }
     if any(m.rows for m in ev.methods.values()):
         contents["subbands_bar.png"] = plot_subband_bars(ev)
