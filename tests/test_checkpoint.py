@@ -196,6 +196,10 @@ def test_project_format_round_trip(tmp_path):
     assert info["format"] == "wagi_model" and torch.equal(model_avg, avg)
     assert torch.equal(images(from_model), images(g))
     del raw["generator"]  # without the kwargs the shapes still rebuild the generator
+    torch.save(raw, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="integrity check failed"):  # an edited file no longer fits its hash
+        load_generator(tmp_path / "edited.pt")
+    del raw["integrity"]  # ... and loads as an older file does once the hash is gone
     torch.save(raw, tmp_path / "no_kwargs.pt")
     assert torch.equal(images(load_generator(tmp_path / "no_kwargs.pt")[0]), images(g))
     with pytest.raises(ValueError, match="clash"):

@@ -25,10 +25,17 @@ Formats read by :func:`load_generator`:
 Generator hyper-parameters missing from the file are inferred from the state_dict shapes
 (size from the number of ToRGB levels, channels from the conv weights, style_dim and n_mlp from
 the mapping network).
+
+Integrity: every dict that :func:`save_checkpoint` writes carries ``"integrity": {"algorithm":
+"sha256", "digest": ...}``, a hash of everything else in the file (every tensor's dtype, shape and
+bytes, every key and plain value, in order; :func:`payload_digest`). :func:`load_checkpoint` checks it
+and removes the entry, so a file with one changed byte is refused in one line instead of loading a
+changed weight. Files without the entry (older checkpoints, other tools' files) load as before.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import warnings
@@ -52,8 +59,69 @@ _MAX_LISTED_KEYS = 8  # keys named per category in a state_dict mismatch error
 _PLAIN_SCALARS = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
 
 
+INTEGRITY_KEY = "integrity"
+INTEGRITY_ALGORITHM = "sha256"
+
+
 class CheckpointError(RuntimeError):
     """A file is not a readable checkpoint, or not the kind of checkpoint that was asked for."""
+
+
+# ---------------------------------------------------------------------------------------- integrity
+def payload_digest(obj: Any) -> str:
+    """SHA-256 (hex) of a checkpoint's content: tensors by dtype, shape and bytes; containers by type,
+    length, keys and items in order; other values by type and ``repr``. Equal for a saved object and the
+    object ``torch.load`` returns for it, whatever device the tensors were mapped to."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach()
+            t = (t.to_dense() if t.layout != torch.strided else t).cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)};".encode())
+            h.update(t.view(torch.uint8).numpy())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)};".encode())
+            for k, v in x.items():
+                h.update(f"K{type(k).__name__}:{k!r};".encode())
+                feed(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{type(x).__name__}{len(x)};".encode())
+            for v in x:
+                feed(v)
+        elif isinstance(x, set):
+            h.update(f"set{len(x)};".encode())
+            for r in sorted(f"{type(v).__name__}:{v!r}" for v in x):
+                h.update(r.encode() + b";")
+        else:
+            h.update(f"S{type(x).__name__}:{x!r};".encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
+def _with_integrity(obj: Any) -> Any:
+    if type(obj) not in (dict, OrderedDict):
+        return obj  # a bare tensor or list: nowhere to store the hash
+    if INTEGRITY_KEY in obj:
+        raise ValueError(f"checkpoint key '{INTEGRITY_KEY}' is reserved for the integrity hash")
+    sealed = type(obj)(obj)
+    sealed[INTEGRITY_KEY] = {"algorithm": INTEGRITY_ALGORITHM, "digest": payload_digest(obj)}
+    return sealed
+
+
+def _verify_integrity(obj: Any, path: Path) -> Any:
+    """Check and remove the integrity entry of a loaded checkpoint (absent: nothing to check)."""
+    if not isinstance(obj, dict) or INTEGRITY_KEY not in obj:
+        return obj
+    record = obj.pop(INTEGRITY_KEY)
+    if not isinstance(record, dict) or record.get("algorithm") != INTEGRITY_ALGORITHM \
+            or not isinstance(record.get("digest"), str):
+        raise CheckpointError(f"{path}: damaged integrity record; the file is corrupt or was edited")
+    if payload_digest(obj) != record["digest"]:
+        raise CheckpointError(f"{path}: integrity check failed: the content differs from what was saved (a damaged "
+                              "or modified file); restore it from a copy or re-create it")
+    return obj
 
 
 # ---------------------------------------------------------------------------------------- plain data
@@ -99,10 +167,12 @@ def save_checkpoint(obj: Any, path: PathLike, plain_only: bool = True) -> Path:
 
     A reader (or a run killed mid-write) sees either the old file or the complete new one. With
     ``plain_only`` the object is first checked with :func:`check_plain`, so that every saved file
-    loads with ``weights_only=True``. Returns the final path.
+    loads with ``weights_only=True``, and a dict gets the integrity hash (module docstring). Returns the
+    final path.
     """
     if plain_only:
         check_plain(obj)
+        obj = _with_integrity(obj)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -140,7 +210,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
         except Exception as err2:
             raise CheckpointError(f"{path} could not be unpickled even with trust=True: "
                                   f"{type(err2).__name__}: {_first_line(err2)}") from err2
-    return _namespaces_to_dicts(obj)
+    return _namespaces_to_dicts(_verify_integrity(obj, path))
 
 
 def _first_line(err: BaseException) -> str:
@@ -245,7 +315,9 @@ def apply_multiplier_hint(gen_kwargs: Dict[str, Any], hint: Optional[int]) -> Di
     return gen_kwargs
 
 
-def _state_dict_mismatch(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> Optional[str]:
+def state_dict_mismatch(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """One line listing the missing, unexpected and mis-shaped keys of ``sd`` for ``model`` (a few of each),
+    or None when they fit; ``model`` may live on the meta device, so nothing is allocated to compare."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -342,7 +414,7 @@ def load_generator(path: PathLike, size: Optional[int] = None, channel_multiplie
             probe = Generator(**gen_kwargs)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot build a Generator from {gen_kwargs}: {err}") from err
-    mismatch = _state_dict_mismatch(probe, sd)
+    mismatch = state_dict_mismatch(probe, sd)
     if mismatch:
         raise CheckpointError(f"{path}: '{key}' does not match Generator({gen_kwargs}): {mismatch}")
     generator = Generator(**gen_kwargs)
@@ -398,6 +470,7 @@ def save_generator(path: PathLike, g_ema: Generator, latent_avg: Optional[torch.
 
 __all__: List[str] = [
     "CheckpointError", "check_plain", "save_checkpoint", "load_checkpoint", "infer_generator_kwargs",
+    "payload_digest", "INTEGRITY_KEY", "state_dict_mismatch",
     "apply_multiplier_hint",
     "load_generator", "save_generator", "FORMAT_NAME", "FORMAT_VERSION",
 ]

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..checkpoint import load_checkpoint
 from ..fileio import atomic_write
 from .directions import LayerRange, restrict_layers
 
@@ -54,7 +55,7 @@ def _read_array(path: Path) -> np.ndarray:
             raise BoundaryError(f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
     if suffix in (".pt", ".pth"):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_checkpoint(path)  # weights_only, and the integrity hash of files we wrote
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BoundaryError(f"{path}: not a readable tensor file ({type(err).__name__}: {first})") from None

@@ -69,7 +69,9 @@ def _read(path: Path) -> Any:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         if suffix in (".pt", ".pth"):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            from ..checkpoint import load_checkpoint  # weights_only, and the integrity hash of bundles we wrote
+
+            return load_checkpoint(path)
     except Exception as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         detail = f"{type(err).__name__}: {text}" if text else type(err).__name__

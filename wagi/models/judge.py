@@ -289,7 +289,9 @@ def load_judge(path: PathLike, map_location: Any = "cpu", binary: Optional[Seque
     if not path.is_file():
         raise JudgeCheckpointError(f"judge checkpoint not found: {path} (train one with scripts/train_judge.py)")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        from wagi.checkpoint import load_checkpoint  # weights_only, and the integrity hash of save_judge's files
+
+        obj = load_checkpoint(path, map_location=map_location)
     except Exception as err:  # unpickling / zip errors of all kinds
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise JudgeCheckpointError(f"{path} is not a readable judge checkpoint ({type(err).__name__}: "

@@ -263,30 +263,64 @@ class WaGI(nn.Module):
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "WaGI":
-        """Load a WaGI checkpoint (project format; ``weights_only=True``)."""
-        from ..checkpoint import load_checkpoint
+        """Load a WaGI checkpoint (project format; ``weights_only=True``, integrity hash checked).
+
+        Everything the file says is checked before memory is spent on it: the stored config against the
+        schema and its ranges, then the state_dict against a model built on the meta device (no
+        allocation), so a wrong size, width, style_dim or a foreign entry is one
+        :class:`~wagi.checkpoint.CheckpointError` line naming the keys.
+        """
+        from ..checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
+        from ..config import ConfigError, from_dict, shown
 
         ckpt = load_checkpoint(path, map_location=map_location)
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != "wagi_model":
             kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise ValueError(f"{path} is not a WaGI model checkpoint (found kind {kind!r}); "
+            raise ValueError(f"{path} is not a WaGI model checkpoint (found kind {shown(kind)}); "
                              "generator-only files load with wagi.checkpoint.load_generator")
-        if ckpt.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer WaGI (format version {ckpt['version']})")
-        model = cls.from_config(ckpt["config"], latent_avg=ckpt["latent_avg"], load_weights=False,
-                                generator=_generator_from_config(ckpt["config"]))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: checkpoint does not match its config: missing {missing[:8]}, "
-                             f"unexpected {unexpected[:8]}")
+        version = ckpt.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise CheckpointError(f"{path}: format version {shown(version)} is not an integer")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer WaGI (format version {version})")
+        config, sd, latent_avg = ckpt.get("config"), ckpt.get("state_dict"), ckpt.get("latent_avg")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: 'config' is {shown(config)}, not the mapping of the run's config")
+        if not isinstance(sd, dict) or not sd:
+            raise CheckpointError(f"{path}: 'state_dict' is a {type(sd).__name__}, not a mapping of tensors")
+        bad = next((k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+        if bad is not None:
+            raise CheckpointError(f"{path}: state_dict entry {shown(bad)} is a {type(sd[bad]).__name__}, "
+                                  "not a tensor")
+        if not isinstance(latent_avg, torch.Tensor) or not latent_avg.is_floating_point():
+            raise CheckpointError(f"{path}: 'latent_avg' is {shown(latent_avg)}, not a float tensor")
+        try:
+            cfg = from_dict(config, check_paths=False)
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: the stored config is not valid: {err}") from None
+        try:
+            with torch.device("meta"):  # shapes only: nothing allocated for a config that does not fit
+                probe = cls.from_config(cfg, latent_avg=torch.zeros(cfg.generator.style_dim), load_weights=False,
+                                        generator=_generator_from_config(cfg))
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: cannot build the model its config describes: {err}") from None
+        mismatch = state_dict_mismatch(probe, sd)
+        if mismatch:
+            raise CheckpointError(f"{path}: the weights do not match the stored config: {mismatch}")
+        d = cfg.generator.style_dim
+        if latent_avg.numel() not in (d, probe.n_latent * d) or latent_avg.shape[-1] != d:
+            raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(latent_avg.shape)}, expected ({d},) or "
+                                  f"({probe.n_latent}, {d})")
+        model = cls.from_config(cfg, latent_avg=latent_avg, load_weights=False, generator=_generator_from_config(cfg))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+        model.load_state_dict(state, strict=True)
         return model
 
 
-def _generator_from_config(cfg_dict: Dict[str, Any]) -> nn.Module:
-    from ..config import from_dict
+def _generator_from_config(cfg_dict) -> nn.Module:
+    from ..config import WaGIConfig, from_dict
 
-    cfg = from_dict(cfg_dict, check_paths=False)
+    cfg = cfg_dict if isinstance(cfg_dict, WaGIConfig) else from_dict(cfg_dict, check_paths=False)
     generator, _ = build_generator(cfg, load_weights=False)
     return generator
 
