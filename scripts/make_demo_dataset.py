@@ -59,15 +59,16 @@ def main(argv=None) -> int:
         elif args.grid is not None:
             if args.grid.exists() and not args.overwrite:
                 raise FileExistsError(f"{args.grid} already exists; pass --overwrite to replace it")
-            args.grid.parent.mkdir(parents=True, exist_ok=True)
+            from wagi.fileio import atomic_write
+
             grid = demo_grid(range(args.seed_offset, args.seed_offset + args.n), args.size, args.nrow)
-            grid.save(args.grid, optimize=True)
+            atomic_write(args.grid, lambda f: grid.save(f, format="PNG", optimize=True))
             print(f"wrote {args.grid}")
         else:
             paths = write_demo_dataset(args.out, args.n, args.size, args.seed_offset, args.workers,
                                        labels=args.labels, overwrite=args.overwrite)
             print(f"wrote {len(paths)} images to {args.out}" + (" and labels.jsonl" if args.labels else ""))
-    except (FileExistsError, NotADirectoryError, ValueError) as e:
+    except (OSError, ValueError) as e:  # OSError: an existing output, a full disk, a read-only folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -44,12 +44,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     from wagi.checkpoint import CheckpointError
+    from wagi.imageio import ImageIOError
     from wagi.training import Trainer
     from wagi.training.distributed import cleanup
 
     try:
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
+    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # OSError: also an unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
 
 
 def _train(args, trainer) -> int:
+    from wagi.checkpoint import CheckpointError
+    from wagi.imageio import ImageIOError
     from wagi.training import TrainingStopped
     from wagi.training.common import LATEST
 
@@ -67,6 +70,9 @@ def _train(args, trainer) -> int:
         trainer.train(time_limit_s=time_limit_s)
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
+        print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
         return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "

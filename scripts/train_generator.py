@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     if cfg is None:
         p.error("--config is required (except with --export --checkpoint)")
 
+    from wagi.checkpoint import CheckpointError
+    from wagi.imageio import ImageIOError
     from wagi.training.distributed import cleanup
     from wagi.training.gan import GANTrainer
 
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     try:
         trainer = GANTrainer(cfg, resume=None if benchmark else args.resume,
                              progress=not (args.no_progress or benchmark), write=not benchmark)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # OSError: also an unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
@@ -114,12 +116,17 @@ def _benchmark(args, trainer) -> int:
 
 
 def _train(args, trainer) -> int:
+    from wagi.checkpoint import CheckpointError
+    from wagi.imageio import ImageIOError
     from wagi.training.gan import TrainingStopped
 
     try:
         trainer.train(time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit)
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
+        print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
         return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "

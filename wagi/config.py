@@ -372,6 +372,7 @@ MAX_N_MLP = 64
 MAX_CHANNEL_MULTIPLIER = 16
 MAX_HAAR_LEVELS = 8        # 2**8 = 256: an image at least 256 px per side for the coarsest band
 MAX_N_ITERS = 100
+MAX_BATCH = 4096           # per process; the largest published GAN batches are 2048 over many GPUs
 
 
 def check_range(value: Any, key: str, lo: Optional[float] = None, hi: Optional[float] = None,
@@ -475,6 +476,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     check_range(tc.weight_decay, "train.weight_decay", 0.0)
     check_range(tc.grad_clip, "train.grad_clip", 0.0, lo_open=True)  # a negative norm would flip every gradient
     check_range(tc.val_batches, "train.val_batches", 1)
+    check_range(tc.batch_size, "train.batch_size", 1, MAX_BATCH)
     for key in ("batch_size", "log_every", "image_every", "val_every", "save_every"):
         if getattr(tc, key) < 1:
             raise ConfigError(f"train.{key}", f"must be >= 1, got {getattr(tc, key)}")
@@ -619,8 +621,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
 
 
 def save_config(cfg: WaGIConfig, path: Union[str, Path]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from .fileio import atomic_write
+
+    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def all_keys(cls=WaGIConfig, prefix: str = "") -> List[str]:

@@ -19,6 +19,8 @@ records ``wall_time_s`` (seconds spent in ``train()``, summed over the slices) a
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import random
 import signal
@@ -91,6 +93,23 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
+
+
+@contextlib.contextmanager
+def restoring_from(path, what: str = "--resume"):
+    """Turn any failure while a loaded checkpoint's entries are applied (a missing key, a wrong type, an
+    RNG state of the wrong size, an optimizer state of another shape) into one
+    :class:`~wagi.checkpoint.CheckpointError` line naming the file; the run has not started yet."""
+    from ..checkpoint import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, ValueError) as err:
+        raise type(err)(" ".join(str(err).split())) from None
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:300] or type(err).__name__
+        raise CheckpointError(f"{what}: {path} holds an unusable training state ({type(err).__name__}: "
+                              f"{detail})") from None
 
 
 def step_checkpoint_name(step: int) -> str:
@@ -228,6 +247,6 @@ class RunLogger:
 
 __all__ = [
     "CHECKPOINT_DIR", "LATEST", "TrainingStopped", "training_device", "device_name", "seed_everything",
-    "rng_state", "set_rng_state", "step_checkpoint_name", "resolve_resume", "save_and_prune", "StopControl",
+    "rng_state", "set_rng_state", "restoring_from", "step_checkpoint_name", "resolve_resume", "save_and_prune", "StopControl",
     "restore_signal_handlers", "deadline_after", "RunLogger",
 ]

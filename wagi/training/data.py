@@ -89,11 +89,31 @@ def build_datasets(cfg) -> (Dataset, Optional[Dataset]):
         train = DemoFaceDataset(n_train, dc.image_size, seed_offset=0)
         test = DemoFaceDataset(dc.demo_test_size, dc.image_size, seed_offset=TEST_DEMO_SEED_OFFSET)
         return train, test
-    from ..imageio import ImageFolderDataset
-
-    train = ImageFolderDataset(dc.train_dir, dc.image_size)
-    test = ImageFolderDataset(dc.test_dir, dc.image_size) if dc.test_dir else None
+    train = image_folder_dataset(dc.train_dir, dc.image_size, "data.train_dir")
+    test = image_folder_dataset(dc.test_dir, dc.image_size, "data.test_dir") if dc.test_dir else None
     return train, test
+
+
+def image_folder_dataset(folder: str, size: int, key: str) -> Dataset:
+    """:class:`wagi.imageio.ImageFolderDataset` of ``folder``; a folder with no image, or none readable, is a
+    :class:`~wagi.config.ConfigError` naming the config ``key`` (one line)."""
+    from ..config import ConfigError
+    from ..imageio import ImageFolderDataset, ImageIOError
+
+    try:
+        return ImageFolderDataset(folder, size)
+    except ImageIOError as err:
+        raise ConfigError(key, str(err)) from None
+
+
+def check_batch_fits(n_images: int, batch_size: int, world_size: int, source: str) -> None:
+    """A training set must hold at least one global batch: say so naming the keys, before any model is built."""
+    from ..config import ConfigError
+
+    if n_images < batch_size * world_size:
+        procs = f" x {world_size} processes" if world_size > 1 else ""
+        raise ConfigError("train.batch_size", f"{source} has {n_images} readable image(s), fewer than one batch "
+                                              f"({batch_size}{procs}); add images or lower train.batch_size")
 
 
 def _first(item):
@@ -175,14 +195,27 @@ def read_image_cache(path: Path, source: Dict[str, Any]) -> Optional[torch.Tenso
     """The uint8 images cached in ``path``, or None when the file is missing or was built from other data."""
     from ..checkpoint import load_checkpoint
 
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+
     if not path.is_file():
         return None
-    data = load_checkpoint(path)
-    if not isinstance(data, dict) or data.get("source") != source:
-        print(f"data.cache_file: {path} was built from {data.get('source') if isinstance(data, dict) else '?'}, "
-              f"not {source}: rebuilding it", file=sys.stderr)
+    try:
+        data = load_checkpoint(path)
+    except CheckpointError as err:  # not ours: never overwrite a file we did not write
+        raise ConfigError("data.cache_file", f"{err}; it is not an image cache, so it is left alone: delete it "
+                                             "or point data.cache_file at another path") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4 \
+            or images.shape[1] != 3 or "source" not in data:
+        raise ConfigError("data.cache_file", f"{path} is not an image cache written by WaGI (no uint8 'images' "
+                                             "(N, 3, S, S) with a 'source'); delete it or point data.cache_file "
+                                             "at another path")
+    if data.get("source") != source:
+        print(f"data.cache_file: {path} was built from {data.get('source')}, not {source}: rebuilding it",
+              file=sys.stderr)
         return None
-    return data["images"]
+    return images
 
 
 def load_preloaded(dataset: Dataset, source: Dict[str, Any], device: torch.device, dist: DistInfo,

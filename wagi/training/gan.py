@@ -58,7 +58,8 @@ from ..checkpoint import (
 from ..models.swagan import Discriminator, Generator
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, resolve_resume, restore_signal_handlers,
-                     rng_state, save_and_prune, seed_everything, set_rng_state, step_checkpoint_name, training_device)
+                     restoring_from, rng_state, save_and_prune, seed_everything, set_rng_state, step_checkpoint_name,
+                     training_device)
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
@@ -241,9 +242,7 @@ def build_gan_dataset(cfg: GANConfig) -> Dataset:
         from ..data.demo_faces import DemoFaceDataset
 
         return DemoFaceDataset(dc.demo_images, size, seed_offset=0)
-    from ..imageio import ImageFolderDataset
-
-    return ImageFolderDataset(dc.train_dir, size)
+    return D.image_folder_dataset(dc.train_dir, size, "data.train_dir")
 
 
 # ------------------------------------------------------------------------------------- checkpoint state
@@ -299,9 +298,8 @@ class GANTrainer(StopControl):
         # The failure-prone, cheap things first: the data (a folder scan) before any model is built.
         seed_everything(ec.seed)
         self.train_set = build_gan_dataset(cfg)
-        if len(self.train_set) < self.global_batch:
-            raise ValueError(f"the training set has {len(self.train_set)} images, fewer than one global batch "
-                             f"({self.global_batch})")
+        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
+                           "data.train_dir" if not cfg.data.demo else "the demo training set (data.demo_images)")
 
         self.G = Generator(gc.size, gc.style_dim, gc.n_mlp, gc.channel_multiplier, lr_mlp=gc.lr_mlp,
                            channel_max=gc.channel_max).to(self.device)
@@ -433,24 +431,25 @@ class GANTrainer(StopControl):
         ckpt = load_checkpoint(path, map_location="cpu")
         if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND or "training" not in ckpt:
             raise ValueError(f"--resume: {path} is not a SWAGAN training checkpoint")
-        theirs = ckpt.get("config", {})
-        mine = gan_to_dict(self.cfg)
-        for section in ("generator", "discriminator"):
-            for key, value in mine[section].items():
-                other = theirs.get(section, {}).get(key)
-                if other != value:
-                    raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} but {value!r} in this config")
-        self.G.load_state_dict(ckpt["g"], strict=True)
-        self.D.load_state_dict(ckpt["d"], strict=True)
-        self.g_ema.load_state_dict(ckpt["g_ema"], strict=True)
-        self.g_optim.load_state_dict(ckpt["g_optim"])
-        self.d_optim.load_state_dict(ckpt["d_optim"])
-        tr = ckpt["training"]
-        self.step = int(tr["step"])
-        self.path_length_mean.copy_(tr["path_length_mean"])
-        self.wall_time_s = float(tr.get("wall_time_s", 0.0))
-        self.cards = list(tr.get("cards", []))
-        set_rng_state(tr["rng"])
+        with restoring_from(path):
+            theirs = ckpt.get("config", {})
+            mine = gan_to_dict(self.cfg)
+            for section in ("generator", "discriminator"):
+                for key, value in mine[section].items():
+                    other = theirs.get(section, {}).get(key)
+                    if other != value:
+                        raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} but {value!r} in this config")
+            self.G.load_state_dict(ckpt["g"], strict=True)
+            self.D.load_state_dict(ckpt["d"], strict=True)
+            self.g_ema.load_state_dict(ckpt["g_ema"], strict=True)
+            self.g_optim.load_state_dict(ckpt["g_optim"])
+            self.d_optim.load_state_dict(ckpt["d_optim"])
+            tr = ckpt["training"]
+            self.step = int(tr["step"])
+            self.path_length_mean.copy_(tr["path_length_mean"])
+            self.wall_time_s = float(tr.get("wall_time_s", 0.0))
+            self.cards = list(tr.get("cards", []))
+            set_rng_state(tr["rng"])
         if self.dist.is_main:
             note = ""
             if int(tr.get("world_size", 1)) != self.dist.world_size:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..config import (
+    MAX_BATCH,
     MAX_CHANNEL_MULTIPLIER,
     MAX_CHANNELS,
     MAX_IMAGE_SIDE,
@@ -143,6 +144,7 @@ def _check_consistency(cfg: GANConfig) -> None:
     for key, value in (("generator.channel_max", g.channel_max), ("discriminator.channel_max", d.channel_max)):
         check_range(value, key, 1, MAX_CHANNELS)
     check_range(tc.n_sample, "train.n_sample", 1, 1024)  # one grid image; 1024 tiles is already 32 x 32
+    check_range(tc.batch_size, "train.batch_size", 1, MAX_BATCH)
     must_be_positive = {
         "generator.style_dim": g.style_dim, "generator.n_mlp": g.n_mlp,
         "generator.channel_multiplier": g.channel_multiplier, "generator.channel_max": g.channel_max,

@@ -45,7 +45,7 @@ from ..models.fusion import random_perspective, resize
 from ..models.wagi import WaGI, build_generator
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
-                     restore_signal_handlers, rng_state, save_and_prune, seed_everything, set_rng_state,
+                     restore_signal_handlers, restoring_from, rng_state, save_and_prune, seed_everything, set_rng_state,
                      step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
@@ -142,6 +142,8 @@ class Trainer(StopControl):
             generator, latent_avg = build_generator(cfg)
         self.criterion = build_criterion(cfg).to(self.device)
         self.train_set, self.test_set = D.build_datasets(cfg)
+        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
+                           "data.train_dir" if not cfg.data.demo else "the demo training set")
         self.model = WaGI.from_config(cfg, generator=generator, latent_avg=latent_avg).to(self.device)
         self._setup_stage()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -259,26 +261,27 @@ class Trainer(StopControl):
         ckpt = load_checkpoint(path, map_location="cpu")
         if not isinstance(ckpt, dict) or ckpt.get("kind") != "wagi_model" or "training" not in ckpt:
             raise ValueError(f"--resume: {path} is not a WaGI training checkpoint")
-        if ckpt["config"].get("train", {}).get("stage") != self.cfg.train.stage:
-            raise ValueError(f"--resume: {path} is from stage {ckpt['config']['train']['stage']!r}, "
-                             f"this run is stage {self.cfg.train.stage!r}")
-        state = ckpt["state_dict"]
-        own = self.model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            raise ValueError(f"--resume: {path} does not match this model: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        self.model.load_state_dict(state, strict=True)
-        tr = ckpt["training"]
-        self.optimizer.load_state_dict(tr["optimizer"])
-        self.scheduler.load_state_dict(tr["scheduler"])
-        self.step = int(tr["step"])
-        self.best_val = tr.get("best_val")
-        self.best_step = tr.get("best_step")
-        self.wall_time_s = float(tr.get("wall_time_s", 0.0))
-        self.cards = list(tr.get("cards", []))
-        set_rng_state(tr["rng"])
+        with restoring_from(path):
+            if ckpt["config"].get("train", {}).get("stage") != self.cfg.train.stage:
+                raise ValueError(f"--resume: {path} is from stage {ckpt['config']['train']['stage']!r}, "
+                                 f"this run is stage {self.cfg.train.stage!r}")
+            state = ckpt["state_dict"]
+            own = self.model.state_dict()
+            missing = [k for k in own if k not in state]
+            unexpected = [k for k in state if k not in own]
+            if missing or unexpected:
+                raise ValueError(f"--resume: {path} does not match this model: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+            self.model.load_state_dict(state, strict=True)
+            tr = ckpt["training"]
+            self.optimizer.load_state_dict(tr["optimizer"])
+            self.scheduler.load_state_dict(tr["scheduler"])
+            self.step = int(tr["step"])
+            self.best_val = tr.get("best_val")
+            self.best_step = tr.get("best_step")
+            self.wall_time_s = float(tr.get("wall_time_s", 0.0))
+            self.cards = list(tr.get("cards", []))
+            set_rng_state(tr["rng"])
         if self.dist.is_main:
             print(f"resumed from {path} at step {self.step}")
 

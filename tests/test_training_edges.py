@@ -1,0 +1,110 @@
+"""Training start-up on bad data and bad resume files: one ``error:`` line and exit status 2, nothing
+trained, from both training scripts."""
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers import ROOT, load_script
+from wagi.checkpoint import load_checkpoint, save_checkpoint
+
+torch.set_num_threads(1)
+
+TINY = str(ROOT / "configs" / "tiny_test.yaml")
+TINY_GAN = str(ROOT / "configs" / "swagan_tiny_test.yaml")
+
+
+def _folders(root):
+    """Training folders that cannot give one batch of 4: empty, only corrupt files, two images, one file."""
+    (root / "empty").mkdir(parents=True)
+    (root / "corrupt").mkdir()
+    (root / "corrupt" / "a.png").write_bytes(b"not a png")
+    (root / "corrupt" / "b.jpg").write_bytes(b"")
+    (root / "two").mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (i * 80, 0, 0)).save(root / "two" / f"{i}.png")
+    return {
+        "empty": (root / "empty", "'data.train_dir'", "folder holds no image files"),
+        "corrupt": (root / "corrupt", "'data.train_dir'", "no readable image among 2 file(s)"),
+        "two": (root / "two", "'train.batch_size'", "has 2 readable image(s), fewer than one batch (4)"),
+        "single_file": (root / "two" / "0.png", "'train.batch_size'", "has 1 readable image(s)"),
+    }
+
+
+@pytest.mark.parametrize("script,config", [("train", TINY), ("train_generator", TINY_GAN)])
+def test_unusable_training_folders_are_one_line(tmp_path, capsys, script, config):
+    main = load_script(script).main
+    for name, (folder, key, phrase) in _folders(tmp_path / "data").items():
+        rc = main(["--config", config, "--set", "data.demo=false", "--set", f"data.train_dir={folder}",
+                   "--set", f"experiment.out_dir={tmp_path / 'runs'}", "--set", "train.batch_size=4",
+                   "--set", "train.max_steps=1", "--no-progress"])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert rc == 2 and len(err) == 1 and key in err[0] and phrase in err[0], (name, err)
+    assert not (tmp_path / "runs").exists()  # refused before the run folder was made
+
+
+def test_huge_batch_is_a_config_error(tmp_path, capsys):
+    rc = load_script("train").main(["--config", TINY, "--set", "train.batch_size=1000000000",
+                                    "--set", f"experiment.out_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'train.batch_size': must be >= 1 and <= 4096" in err
+
+
+@pytest.fixture(scope="module")
+def training_ckpt(tmp_path_factory):
+    from wagi.config import load_config
+    from wagi.training import Trainer
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(TINY, [f"experiment.out_dir={out}", "train.max_steps=1", "train.save_every=1",
+                             "train.val_every=100", "train.image_every=100"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    return out, trainer.ckpt_dir / "latest.pt"
+
+
+BAD_TRAINING_STATE = {
+    "rng_is_a_string": lambda c: c["training"].update(rng="not a state"),
+    "rng_torch_wrong_size": lambda c: c["training"]["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)),
+    "no_optimizer": lambda c: c["training"].pop("optimizer"),
+    "step_is_a_list": lambda c: c["training"].update(step=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TRAINING_STATE))
+def test_resume_with_a_bad_training_state_is_one_line(tmp_path, capsys, training_ckpt, name):
+    run_root, latest = training_ckpt
+    ck = load_checkpoint(latest)
+    BAD_TRAINING_STATE[name](ck)
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(ck, bad)
+    rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={run_root}",
+                                    "--set", "train.max_steps=2", "--resume", str(bad), "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and str(bad) in err[0], err
+
+
+def test_resume_from_a_non_checkpoint_is_one_line(tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    for script, config in (("train", TINY), ("train_generator", TINY_GAN)):
+        rc = load_script(script).main(["--config", config, "--set", f"experiment.out_dir={tmp_path / script}",
+                                       "--resume", str(junk), "--no-progress"])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2 and len(err) == 1 and "not a readable PyTorch checkpoint" in err[0], (script, err)
+
+
+def test_a_foreign_cache_file_is_refused_and_left_alone(tmp_path, capsys):
+    cache = tmp_path / "cache.pt"
+    cache.write_bytes(b"my thesis, not an image cache")
+    rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}",
+                                    "--set", "data.preload=true", "--set", "data.demo_images=8",
+                                    "--set", f"data.cache_file={cache}", "--set", "train.max_steps=1", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 3 and len(err) == 1 and "'data.cache_file'" in err[0] and "left alone" in err[0], err
+    assert cache.read_bytes() == b"my thesis, not an image cache"
+    save_checkpoint({"images": [1, 2, 3], "source": {}}, cache)  # a checkpoint, but not an image cache
+    rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}",
+                                    "--set", "data.preload=true", "--set", "data.demo_images=8",
+                                    "--set", f"data.cache_file={cache}", "--set", "train.max_steps=1", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 3 and "is not an image cache written by WaGI" in err[0], err
