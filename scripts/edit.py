@@ -24,6 +24,7 @@ checkpoint or unusable direction.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -66,6 +67,9 @@ def parse_strengths(text: str) -> Tuple[float, ...]:
         raise ValueError(f"--strengths must be comma-separated numbers, e.g. -3,0,3; got {text!r}") from None
     if not values:
         raise ValueError("--strengths is empty")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"--strengths must be finite numbers; got {', '.join(map(str, bad))}")
     return values
 
 
@@ -141,16 +145,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def write(name: str, panels: torch.Tensor, protected) -> None:
         nonlocal n_done
+        if "\x00" in name:  # no file system takes it; say which entry, printably
+            log_failure(f"{name!r}: refusing an output name with a NUL byte")
+            return
         stem = name_key(name)  # relative path without an image extension
         if os.path.isabs(stem) or ".." in stem.split("/"):
             log_failure(f"{name}: refusing an output name that leaves the output folder")
+            return
+        if not torch.isfinite(panels).all():
+            log_failure(f"{name}: the edit rendered NaN or infinite values (non-finite latent, direction or "
+                        "weights); not written")
             return
         try:
             save_strip(list(panels), args.output / f"{stem}.png", args.overwrite, inputs=protected)
             if args.individual:
                 for s, img in zip(strengths, panels):
                     save_image(img, args.output / f"{stem}_s{s:+g}.png", args.overwrite, inputs=protected)
-        except (ImageIOError, OSError) as err:
+        except (ImageIOError, OSError, ValueError) as err:
             log_failure(str(err))
             return
         n_done += 1
@@ -178,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         codes: List[Tuple[str, torch.Tensor]] = []
         for path in args.latents:
             try:
-                codes += load_latents(path, model.n_latent, model.generator.style_dim)
+                codes += load_latents(path, model.n_latent, model.generator.style_dim, on_bad_entry=log_failure)
             except (LatentFileError, FileNotFoundError) as err:
                 log_failure(str(err))
         protected = ProtectedPaths([])

@@ -239,3 +239,47 @@ def test_train_boundary_from_latents_and_demo(setup, tmp_path, capsys):
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--latents", str(tmp_path / "latents.pt"),
                        "--attribute", "score", "--out", str(tmp_path / "y.npy")]) == 2  # no --labels
     assert "--labels" in capsys.readouterr().err
+
+
+def test_edit_refuses_non_finite_strengths_in_one_line(setup, tmp_path, capsys):
+    for text in ("nan", "-3,inf,3", "0,-inf"):
+        rc = EDIT.main(["--ckpt", str(setup["ckpt"]), "--input", str(setup["good"]), "--direction",
+                        f"boundary:{setup['root'] / 'boundary.npy'}", "--strengths", text,
+                        "--output", str(tmp_path / "out"), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "--strengths must be finite numbers" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_edit_latents_keeps_going_past_bad_entries(setup, tmp_path, capsys):
+    w = torch.randn(4, N_LATENT, STYLE_DIM)
+    w[1, 0, 0] = float("nan")
+    w[2, 3, 5] = float("inf")
+    names = ["good_a", "has_nan", "bad\x00name", "good_b"]
+    torch.save({"names": names, "w_plus": w}, tmp_path / "latents.pt")
+    w2 = w.clone()
+    w2[2] = 0.0  # a finite code whose name holds a NUL byte
+    torch.save({"names": names, "w_plus": w2}, tmp_path / "latents2.pt")
+    out = tmp_path / "out"
+    rc = EDIT.main(["--ckpt", str(setup["ckpt"]), "--latents", str(tmp_path / "latents.pt"),
+                    str(tmp_path / "latents2.pt"), "--direction", f"boundary:{setup['root'] / 'boundary.npy'}",
+                    "--output", str(out), "--device", "cpu", "--overwrite"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good_a.png", "good_b.png"]  # every usable code rendered
+    assert sum("NaN or infinite" in ln for ln in err) == 3  # has_nan twice, bad\x00name's inf once
+    assert sum("refusing an output name with a NUL byte" in ln and "'bad\\x00name'" in ln for ln in err) == 1
+    assert all("\x00" not in ln for ln in err)
+
+
+def test_non_finite_model_weights_are_refused(setup, tmp_path, capsys):
+    from wagi.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(setup["ckpt"])
+    name = next(k for k in ck["state_dict"] if k.startswith("generator.") and ck["state_dict"][k].numel() > 8)
+    ck["state_dict"][name].view(-1)[3] = float("nan")
+    save_checkpoint(ck, tmp_path / "nan.pt")
+    rc = EDIT.main(["--ckpt", str(tmp_path / "nan.pt"), "--input", str(setup["good"]), "--direction",
+                    f"boundary:{setup['root'] / 'boundary.npy'}", "--output", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"'{name}' holds NaN or infinite values" in err, err

@@ -22,7 +22,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -112,6 +112,10 @@ def _entries(obj: Any, path: Path) -> List[Tuple[str, Tensor]]:
     return entries
 
 
+def _printable(name: str) -> str:
+    return name if name.isprintable() else repr(name)  # a NUL or newline in a name must not break the line
+
+
 def check_code(code: Tensor, n_latent: int, style_dim: int, where: str) -> Tensor:
     """``(n_latent, D)`` / ``(1, n_latent, D)`` → float ``(n_latent, D)``; else :class:`LatentFileError`."""
     shape = tuple(code.shape)
@@ -131,17 +135,28 @@ def check_code(code: Tensor, n_latent: int, style_dim: int, where: str) -> Tenso
     return code
 
 
-def load_latents(path: PathLike, n_latent: int, style_dim: int) -> List[Tuple[str, Tensor]]:
+def load_latents(path: PathLike, n_latent: int, style_dim: int,
+                 on_bad_entry: Optional[Callable[[str], None]] = None) -> List[Tuple[str, Tensor]]:
     """Codes of one latent file: ``[(name, (n_latent, D) float tensor), ...]`` in file order.
 
     Raises ``FileNotFoundError`` or :class:`LatentFileError` (one line naming the file and the problem).
+    With ``on_bad_entry``, an entry of a bundle that is unusable (wrong shape, NaN) is reported through it
+    as one line and left out, so the other codes of the file are still used.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such latent file")
     entries = _entries(_read(path), path)
-    return [(name, check_code(code, n_latent, style_dim, f"{path}[{name}]" if len(entries) > 1 else str(path)))
-            for name, code in entries]
+    codes = []
+    for name, code in entries:
+        try:
+            codes.append((name, check_code(code, n_latent, style_dim,
+                                           f"{path}[{_printable(name)}]" if len(entries) > 1 else str(path))))
+        except LatentFileError as err:
+            if on_bad_entry is None:
+                raise
+            on_bad_entry(str(err))
+    return codes
 
 
 # ---------------------------------------------------------------------------------------------- labels

@@ -307,6 +307,9 @@ class WaGI(nn.Module):
         mismatch = state_dict_mismatch(probe, sd)
         if mismatch:
             raise CheckpointError(f"{path}: the weights do not match the stored config: {mismatch}")
+        non_finite = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if non_finite is not None:
+            raise CheckpointError(f"{path}: weight '{non_finite}' holds NaN or infinite values")
         d = cfg.generator.style_dim
         if latent_avg.numel() not in (d, probe.n_latent * d) or latent_avg.shape[-1] != d:
             raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(latent_avg.shape)}, expected ({d},) or "
