@@ -238,6 +238,23 @@ def test_d_warmup_updates_only_the_discriminator_first(run, tmp_path):
         _cfg(tmp_path, "train.d_warmup=-1")
 
 
+def test_to_rgb_kernel_3_trains_and_warm_starts_from_its_own_export(tmp_path):
+    """generator.to_rgb_kernel: 3 (a converted official SWAGAN) builds 3x3 ToRGB convs, trains, exports and
+    warm-starts; a 1x1 config is refused with the key to set."""
+    t = GANTrainer(_cfg(tmp_path / "k3", "generator.to_rgb_kernel=3", "train.max_steps=1", "train.sample_every=100",
+                        "train.save_every=100"), progress=False)
+    assert t.G.to_rgb1.conv.weight.shape[-2:] == (3, 3)
+    t.train()
+    src = export_generator(t.ckpt_dir / "latest.pt", tmp_path / "g3.pt")
+    warm = GANTrainer(_cfg(tmp_path / "w3", "generator.to_rgb_kernel=3", f"generator.init={src}"), progress=False)
+    for k, v in t.g_ema.state_dict().items():
+        torch.testing.assert_close(warm.G.state_dict()[k], v, rtol=FP16_EPS, atol=1e-7, msg=k)
+    with pytest.raises(ValueError, match="set generator.to_rgb_kernel: 3"):
+        GANTrainer(_cfg(tmp_path / "w1", f"generator.init={src}"), progress=False)
+    with pytest.raises(ConfigError, match="generator.to_rgb_kernel"):
+        _cfg(tmp_path, "generator.to_rgb_kernel=2")
+
+
 def test_fp16_export_loads_and_matches(run, tmp_path):
     src = run.ckpt_dir / "latest.pt"
     out = export_generator(src, tmp_path / "g16.pt")

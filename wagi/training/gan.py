@@ -302,7 +302,7 @@ class GANTrainer(StopControl):
                            "data.train_dir" if not cfg.data.demo else "the demo training set (data.demo_images)")
 
         self.G = Generator(gc.size, gc.style_dim, gc.n_mlp, gc.channel_multiplier, lr_mlp=gc.lr_mlp,
-                           channel_max=gc.channel_max).to(self.device)
+                           channel_max=gc.channel_max, to_rgb_kernel=gc.to_rgb_kernel).to(self.device)
         self.D = Discriminator(gc.size, dcfg.channel_multiplier, channel_max=dcfg.channel_max).to(self.device)
         self.G.set_fused_modconv(tc.fused_modconv)
         if tc.channels_last:
@@ -415,6 +415,10 @@ class GANTrainer(StopControl):
         g_ema file is enough): the architecture must match the config exactly.
         """
         g, _, info = load_generator(path)
+        theirs_k, mine_k = g.config["to_rgb_kernel"], self.G.config["to_rgb_kernel"]
+        if theirs_k != mine_k:
+            raise ValueError(f"generator.init: {path} has {theirs_k}x{theirs_k} ToRGB convs but generator.to_rgb_kernel "
+                             f"is {mine_k}; set generator.to_rgb_kernel: {theirs_k}")
         mine = self.G.state_dict()
         theirs = g.state_dict()
         bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]

@@ -60,6 +60,7 @@ class GANGeneratorConfig:
     channel_multiplier: int = 2
     channel_max: Optional[int] = None
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
+    to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
     init: Optional[str] = _path(None)      # warm start: G and g_ema from this generator file (D fresh)
 
 
@@ -165,6 +166,8 @@ def _check_consistency(cfg: GANConfig) -> None:
     }
     for key, value in must_not_be_negative.items():
         _positive(value, key, allow_zero=True)
+    if g.to_rgb_kernel < 1 or g.to_rgb_kernel % 2 == 0:
+        raise ConfigError("generator.to_rgb_kernel", f"must be a positive odd integer (1 or 3), got {g.to_rgb_kernel}")
     if dc.image_size is not None and dc.image_size != g.size:
         raise ConfigError("data.image_size", f"must equal generator.size ({g.size}) or be null, got {dc.image_size}")
     if dc.demo and dc.train_dir is not None:
