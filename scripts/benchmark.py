@@ -20,9 +20,13 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-import torch
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
+import torch  # noqa: E402
 
 from wagi import ops  # noqa: E402
 from wagi.devices import resolve_device  # noqa: E402
@@ -359,4 +363,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

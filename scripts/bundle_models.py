@@ -24,6 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 EXIT_VERIFY_FAILED = 1
 EXIT_ERROR = 2
 
@@ -127,4 +131,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -16,6 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 from wagi.checkpoint import CheckpointError
 from wagi.swagan_tf import FORMAT_NAME, OFFICIAL_TRUNCATION_PSI, convert_official_pickle
 
@@ -57,4 +61,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 import torch
 from tqdm import tqdm
 
@@ -38,7 +42,7 @@ from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import EditOptions, build_edit, load_latents, name_key, parse_layer_range, render_edits
 from wagi.editing.latents import LatentFileError
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport, ProtectedPaths, find_images,
-                          iter_batches, save_image, save_strip)
+                          iter_batches, mark_output_folder, save_image, save_strip)
 from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
@@ -171,12 +175,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if fuse and model.fusion is None:
             print("this model has no fusion module: edits are plain generator images")
         try:
-            items = find_images(args.input, missing="warn", log=log_failure)
+            items = find_images(args.input, missing="warn", log=log_failure, exclude=[args.output])
         except InputNotFoundError as err:
             log_failure(str(err))
             items = []
         protected = ProtectedPaths(items)
         report = LoadReport(log=log_failure)
+        try:
+            mark_output_folder(args.output)  # a later scan of a parent folder leaves these edits out
+        except OSError as err:
+            return fail(str(err))
         bar = tqdm(total=len(items), unit="img", desc="edit", disable=None)
         for batch, batch_items in iter_batches(items, model.image_size, args.batch_size, args.policy, report=report):
             out = render_edits(model, batch.to(device), edit, strengths, fuse=fuse)  # (S, B, 3, H, W)
@@ -208,4 +216,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -20,11 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from wagi.checkpoint import load_generator  # noqa: E402
-from wagi.cli import named_path, positive_int  # noqa: E402
+from wagi.cli import add_trust_flag, named_path, positive_int  # noqa: E402
 from wagi.data.demo_faces import TEST_SEED_OFFSET, face_tensor, render_face  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing.shipped import DEMO_BUNDLE  # noqa: E402
@@ -71,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    add_trust_flag(p)
     args = p.parse_args(argv)
     gens = args.generator or [("swagan128", DEMO_BUNDLE / "swagan128.pt")]
     try:
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
         judge = load_judge(args.judge).to(device).eval()
         loaded = {}
         for name, path in gens:
-            g, avg, _ = load_generator(path, compute_latent_avg=True)
+            g, avg, _ = load_generator(path, compute_latent_avg=True, trust=args.trust_checkpoint)
             loaded[name] = (g.to(device).eval(), avg.to(device) if avg is not None else None, str(path))
     except Exception as err:  # one line: missing judge / generator, foreign file
         print(f"error: {err}", file=sys.stderr)
@@ -102,4 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -29,6 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -203,4 +207,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

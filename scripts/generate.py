@@ -13,6 +13,10 @@ import math
 import sys
 from pathlib import Path
 
+from wagi.cli import add_trust_flag, quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 import torch
 from torchvision.utils import save_image
 
@@ -36,8 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--trust", action="store_true",
-                   help="allow full unpickling of a checkpoint that is not plain data (can run code from it)")
+    add_trust_flag(p)
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be >= 1")
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     if args.ckpt is not None:
         try:
             generator, latent_avg, info = load_generator(args.ckpt, size=args.size, map_location="cpu",
-                                                         trust=args.trust)
+                                                         trust=args.trust_checkpoint)
         except (CheckpointError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -94,4 +97,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

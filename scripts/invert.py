@@ -30,6 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 from wagi.cli import positive_int  # noqa: E402
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport,  # noqa: E402
                           OutputExistsError, find_images)
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
         args.side_by_side = True
         args.overwrite = True
     try:
-        items = find_images(inputs, missing="warn", log=input_problems.append)
+        items = find_images(inputs, missing="warn", log=input_problems.append, exclude=[args.output])
     except InputNotFoundError as err:
         _error("; ".join(input_problems) if input_problems else str(err))
         return 2
@@ -154,4 +158,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

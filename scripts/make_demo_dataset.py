@@ -12,6 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 from wagi.data.demo_faces import SUPPORTED_SIZES, TEST_SEED_OFFSET, demo_grid, write_demo_dataset
 
 
@@ -75,4 +79,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -28,6 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.data.demo_faces import TEST_SEED_OFFSET  # noqa: E402
 from wagi.figures import AUTO_CROPS, MAX_WIDTH, FigureInputError, parse_crops, qualitative_grid  # noqa: E402
@@ -116,4 +120,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

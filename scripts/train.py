@@ -18,6 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 from wagi.config import ConfigError, load_config  # noqa: E402
 
 EXIT_CONFIG = 2
@@ -61,6 +65,7 @@ def main(argv=None) -> int:
 
 def _train(args, trainer) -> int:
     from wagi.checkpoint import CheckpointError
+    from wagi.fileio import RunFolderInUse
     from wagi.imageio import ImageIOError
     from wagi.training import TrainingStopped
     from wagi.training.common import LATEST
@@ -71,6 +76,9 @@ def _train(args, trainer) -> int:
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_STOPPED
+    except RunFolderInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
         print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
         return EXIT_STOPPED
@@ -90,4 +98,4 @@ def _train(args, trainer) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

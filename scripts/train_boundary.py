@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
+from wagi.cli import add_trust_flag, quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -57,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
     model.add_argument("--generator", type=Path, default=None,
                        help="generator checkpoint; only with --latents (fixes n_latent and D)")
+    add_trust_flag(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demo", action="store_true", help="render and invert --n labelled demo faces")
     src.add_argument("--images", type=Path, metavar="DIR", help="labelled image folder")
@@ -206,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.time()
     try:
         if args.generator is not None:
-            generator, _, _ = load_generator(args.generator)
+            generator, _, _ = load_generator(args.generator, trust=args.trust_checkpoint)
             model, n_latent, style_dim, source = None, generator.n_latent, generator.style_dim, str(args.generator)
         else:
             ckpt = resolve_checkpoint(args.ckpt, DEFAULT_CKPT)
@@ -250,4 +255,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

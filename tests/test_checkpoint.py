@@ -1,5 +1,6 @@
 """Checkpoint I/O: atomic saves, weights_only loads, rosinality / WaGI generator files, clear errors."""
 import argparse
+import os
 import runpy
 from pathlib import Path
 
@@ -97,11 +98,52 @@ def test_rosinality_namespace_loads_without_trust(tmp_path):
 def test_untrusted_classes_need_trust(tmp_path):
     path = tmp_path / "pickled.pt"
     torch.save({"opts": NotPlainData(), "w": torch.ones(1)}, path)
-    with pytest.raises(CheckpointError, match=r"NotPlainData.*trust=True"):
+    with pytest.raises(CheckpointError, match=r"NotPlainData.*pass --trust-checkpoint \(config: "
+                                              r"generator\.trust_checkpoint: true\)"):
         load_checkpoint(path)
     with pytest.warns(UserWarning, match="full unpickling"):
         out = load_checkpoint(path, trust=True)
     assert out["opts"].value == 3
+
+
+_PICKLED_GENERATOR = """
+import sys, torch
+from wagi.checkpoint import save_generator
+from wagi.models.swagan import Generator
+
+class Opts:  # a class: the file is no longer plain data
+    pass
+
+torch.manual_seed(0)
+g = Generator(16, style_dim=8, n_mlp=1, channel_multiplier=1, channel_max=8)
+save_generator(sys.argv[1], g, None)
+ck = torch.load(sys.argv[1], weights_only=True)
+ck.pop("integrity")
+ck["opts"] = Opts()
+torch.save(ck, sys.argv[1])
+"""
+
+
+def test_one_trust_opt_in_with_an_unmissable_notice(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    ckpt = tmp_path / "pickled.pt"
+    subprocess.run([sys.executable, "-c", _PICKLED_GENERATOR, str(ckpt)], check=True, env=env, cwd=tmp_path)
+    cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--ckpt", str(ckpt), "--n", "1", "--device", "cpu",
+           "--out", str(tmp_path / "s.png")]
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "__main__.Opts" in refused.stderr and "pass --trust-checkpoint (config: generator.trust_checkpoint: true)" \
+        in refused.stderr
+    trusted = subprocess.run(cmd + ["--trust-checkpoint"], capture_output=True, text=True, env=env, timeout=120,
+                             cwd=tmp_path)
+    # the class is gone in this process, so unpickling fails; the notice came first and is not a Python warning
+    assert f"WARNING: {ckpt}: full unpickling (--trust-checkpoint): this can run code stored in the file" \
+        in trusted.stderr.splitlines()[0]
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a checkpoint" * 10, "truncated"])

@@ -88,7 +88,8 @@ def test_edit_overwrite_individual_and_no_fusion(setup, tmp_path, capsys):
     args = ["--ckpt", str(setup["ckpt"]), "--input", str(setup["good"] / "a.png"), "--direction", "sefa:0",
             "--strengths", "-2,2", "--output", str(out), "--individual", "--no-fusion", "--device", "cpu"]
     assert EDIT.main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_s+2.png", "a_s-2.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.png", "a_s+2.png", "a_s-2.png"]
+    assert (out / ".wagi-outputs").is_file()  # a later scan of a parent folder leaves these out
     model = setup["model"]
     x = load_image(setup["good"] / "a.png", SIZE).unsqueeze(0)
     with torch.no_grad():

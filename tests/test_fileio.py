@@ -97,3 +97,62 @@ def test_write_error_pickles_and_other_errors_pass_through(tmp_path):
     with pytest.raises(ValueError, match="a bug in the writer"):
         atomic_write(tmp_path / "x.bin", bug)
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------
+# Temporary files of killed writers, and the run-folder lock
+# ------------------------------------------------------------------------------------------
+def test_remove_stale_temps_touches_only_our_pattern(tmp_path):
+    import time
+
+    from wagi.fileio import remove_stale_temps, temp_path
+
+    (tmp_path / "sub").mkdir()
+    ours = [temp_path(tmp_path / "latest.pt"), temp_path(tmp_path / "sub" / "a.png")]
+    others = [tmp_path / ".keep", tmp_path / ".x.tmp", tmp_path / "a.tmp", tmp_path / ".a.png.123.tmp",
+              tmp_path / ".a.png.ABCDEF123456.tmp", tmp_path / "sub" / "b.png"]
+    for p in ours + others:
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == []  # fresh: a writer may still be at work
+    old = time.time() - 3600
+    for p in ours + others:
+        os.utime(p, (old, old))
+    assert remove_stale_temps(tmp_path) == [ours[0]]  # not recursive by default
+    assert sorted(remove_stale_temps(tmp_path, min_age_s=0, recursive=True)) == [ours[1]]
+    assert all(p.exists() for p in others) and not any(p.exists() for p in ours)
+    assert remove_stale_temps(tmp_path / "missing") == []
+
+
+_HOLD_LOCK = """
+import sys, time
+from wagi.fileio import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_run_lock_excludes_a_second_holder_until_the_first_is_gone(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    from wagi.fileio import RunFolderInUse, RunLock
+
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderInUse) as info:
+            RunLock(tmp_path).acquire()
+        msg = str(info.value)
+        assert f"pid {proc.pid} on " in msg and "\n" not in msg and str(tmp_path / ".lock") in msg
+    finally:
+        proc.send_signal(signal.SIGKILL)  # like kill -9: no chance to clean up
+        proc.wait()
+    with RunLock(tmp_path) as lock:  # the system released the dead holder's lock
+        assert f"pid {os.getpid()}" in lock.path.read_text()
+        with pytest.raises(RunFolderInUse):
+            RunLock(tmp_path).acquire()
+    RunLock(tmp_path).acquire().release()  # released on exit from the block

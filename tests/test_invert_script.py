@@ -186,3 +186,19 @@ def test_cli_exit_status(tmp_path, tiny_ckpt):
     assert "done 1, failed 1, skipped (output exists) 0" in proc.stdout
     assert proc.stderr.count(str(inp / "broken.jpg")) == 1
     assert (tmp_path / "out" / "ok.png").is_file()
+
+
+def test_outputs_inside_the_input_folder_are_not_reread(tmp_path, tiny_ckpt, capsys):
+    inp = tmp_path / "photos"
+    rels = _write_good(inp)
+    out = inp / "inverted"  # inside the input folder
+    args = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--no-progress",
+            "--side-by-side"]
+    assert invert.main(args) == 0
+    first = capsys.readouterr().out
+    assert f"{len(rels)} image(s) -> {out}" in first
+    assert invert.main(args + ["--overwrite"]) == 0  # the same run again: still only the photos
+    assert f"{len(rels)} image(s) -> {out}" in capsys.readouterr().out
+    out2 = inp / "second"  # another output folder: the first one's outputs are still not inputs
+    assert invert.main(args[:3] + [str(out2)] + args[4:]) == 0
+    assert f"{len(rels)} image(s) -> {out2}" in capsys.readouterr().out

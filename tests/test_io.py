@@ -696,3 +696,18 @@ def test_save_strip(tmp_path):
     assert torch.equal(x[:, :2], torch.ones(3, 2, x.shape[-1]))  # white frame
     with pytest.raises(OutputExistsError):
         save_strip(small, tmp_path / "strip.png")
+
+
+def test_output_folders_are_not_inputs(tmp_path):
+    root = tmp_path / "photos"
+    for rel in ("a.png", "sub/b.png", "inv/a.png", "inv/deep/c.png", "edits/a.png", "other/d.png"):
+        save_pil(Image.new("RGB", (S, S)), root / rel if (root / rel).parent.exists() else
+                 (os.makedirs((root / rel).parent) or root / rel), "PNG")
+    imageio.mark_output_folder(root / "inv")
+    assert (root / "inv" / imageio.OUTPUT_MARKER).is_file()
+    rels = [it.rel for it in find_images([str(root)], exclude=[root / "edits"])]
+    assert rels == ["a.png", "other/d.png", "sub/b.png"]  # marked and excluded folders left out, whole
+    assert [it.rel for it in find_images([str(root / "inv")])] == ["a.png", "deep/c.png"]  # named: read
+    assert [it.rel for it in find_images([str(root / "*")])] == ["a.png", "edits/a.png", "other/d.png", "sub/b.png"]
+    assert [it.rel for it in find_images([str(root / "**" / "*.png")])] == \
+        ["a.png", "edits/a.png", "other/d.png", "sub/b.png"]

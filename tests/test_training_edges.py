@@ -108,3 +108,24 @@ def test_a_foreign_cache_file_is_refused_and_left_alone(tmp_path, capsys):
                                     "--set", f"data.cache_file={cache}", "--set", "train.max_steps=1", "--no-progress"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert rc == 3 and "is not an image cache written by WaGI" in err[0], err
+
+
+def test_a_second_run_on_one_folder_is_refused_and_temps_are_cleaned(tmp_path, capsys):
+    from wagi.fileio import RunLock, temp_path
+
+    run = tmp_path / "runs" / "wagi"
+    stale = temp_path(run / "checkpoints" / "latest.pt")  # what a run killed while saving leaves
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    args = ["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}", "--set", "experiment.name=wagi",
+            "--set", "train.max_steps=1", "--set", "train.val_every=100", "--set", "train.image_every=100",
+            "--no-progress"]
+    with RunLock(run):
+        rc = load_script("train").main(args)
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2 and len(err) == 1 and "is in use by pid" in err[0], err
+        assert not (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").read_text() == ""
+    assert stale.exists()  # the refused run touched nothing
+    assert load_script("train").main(args) == 0
+    assert not stale.exists() and "removed 1 temporary file(s)" in capsys.readouterr().err
+    assert (run / "checkpoints" / "latest.pt").is_file()

@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import os
 import re
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -59,6 +60,9 @@ _MAX_LISTED_KEYS = 8  # keys named per category in a state_dict mismatch error
 _PLAIN_SCALARS = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device, torch.Size)
 
 
+# The one opt-in to full unpickling, named the same by every script (flag) and config (key).
+TRUST_FLAG = "--trust-checkpoint"
+TRUST_KEY = "generator.trust_checkpoint"
 INTEGRITY_KEY = "integrity"
 INTEGRITY_ALGORITHM = "sha256"
 
@@ -181,8 +185,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
 
     Always tries ``torch.load(weights_only=True)``, allowing ``argparse.Namespace`` (the ``args`` of
     rosinality checkpoints), which is returned as a plain dict. A file that needs any other class
-    raises :class:`CheckpointError` naming it; ``trust=True`` then loads it with full unpickling
-    (``weights_only=False``, which can execute code from the file) and warns.
+    raises :class:`CheckpointError` naming it and the opt-in (``--trust-checkpoint`` /
+    ``generator.trust_checkpoint``); ``trust=True`` then loads it with full unpickling (``weights_only=False``,
+    which can execute code from the file), with a ``WARNING:`` line on stderr and a ``UserWarning``.
     """
     path = Path(path)
     if not path.is_file():
@@ -201,10 +206,11 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
             found = re.search(r"GLOBAL (\S+)", str(err))
             what = f"it contains {found.group(1)}" if found else "it uses pickle features beyond plain data"
             raise CheckpointError(
-                f"{path} cannot be loaded as plain data ({what}); if you trust the file, pass trust=True "
-                "(--trust on the command line), which unpickles it fully and can run code stored in it") from err
-        warnings.warn(f"loading {path} with full unpickling (trust=True): this can run code stored in the file",
-                      stacklevel=2)
+                f"{path} cannot be loaded as plain data ({what}); if you trust the file, pass {TRUST_FLAG} "
+                f"(config: {TRUST_KEY}: true), which unpickles it fully and can run code stored in it") from err
+        notice = f"{path}: full unpickling ({TRUST_FLAG}): this can run code stored in the file"
+        print(f"WARNING: {notice}", file=sys.stderr, flush=True)  # never hidden by PYTHONWARNINGS
+        warnings.warn(f"loading {notice}", stacklevel=2)
         try:
             obj = torch.load(path, map_location=map_location, weights_only=False)
         except Exception as err2:
@@ -470,7 +476,7 @@ def save_generator(path: PathLike, g_ema: Generator, latent_avg: Optional[torch.
 
 __all__: List[str] = [
     "CheckpointError", "check_plain", "save_checkpoint", "load_checkpoint", "infer_generator_kwargs",
-    "payload_digest", "INTEGRITY_KEY", "state_dict_mismatch",
+    "payload_digest", "INTEGRITY_KEY", "state_dict_mismatch", "TRUST_FLAG", "TRUST_KEY",
     "apply_multiplier_hint",
     "load_generator", "save_generator", "FORMAT_NAME", "FORMAT_VERSION",
 ]

@@ -1,10 +1,50 @@
-"""argparse value types shared by the scripts (one definition each, one clear message on bad values)."""
+"""What every script shares: argparse value types (one definition each, one clear message on bad values)
+and Ctrl-C handling (one line, exit status 130, at any moment).
+
+Each script calls ``quiet_interrupts(__name__)`` before its heavy imports and ends with
+``run_main(main)``: a Ctrl-C while PyTorch and the models import exits at once with the line
+``interrupted``; from ``main()`` on, a Ctrl-C is a ``KeyboardInterrupt`` that the script may handle
+(finishing a checkpoint, naming the outputs written so far) and that ``run_main`` otherwise turns into
+the same one line. Either way the exit status is 130 (128 + SIGINT).
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, NoReturn, Optional, Tuple
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
+INTERRUPTED_LINE = "interrupted"
+
+
+def _exit_interrupted(signum, frame) -> None:
+    try:
+        sys.stderr.write(INTERRUPTED_LINE + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_INTERRUPTED)  # nothing is being written yet: no cleanup to run
+
+
+def quiet_interrupts(module_name: str) -> None:
+    """When the calling script runs as ``__main__``: Ctrl-C from now until :func:`run_main` starts ``main()``
+    exits 130 with one line instead of a traceback from inside an import. No effect when the script is
+    imported (tests call its ``main`` directly)."""
+    if module_name == "__main__":
+        signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+def run_main(main: Callable[[], Optional[int]]) -> NoReturn:
+    """``sys.exit(main())`` where a Ctrl-C that ``main`` does not handle is one line and exit status 130."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
 
 
 def positive_int(text: str) -> int:
@@ -27,3 +67,14 @@ def named_path(text: str) -> Tuple[str, Path]:
     if "/" in name or os.sep in name or name in (".", ".."):
         raise argparse.ArgumentTypeError(f"name {name!r} must not contain a path separator")
     return name, Path(path)
+
+
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint`` (``args.trust_checkpoint``): the one opt-in to full unpickling of a checkpoint
+    that is not plain data, named as in configs (``generator.trust_checkpoint``). ``--trust`` is kept as a
+    hidden alias for older command lines."""
+    parser.add_argument("--trust-checkpoint", action="store_true", dest="trust_checkpoint",
+                        help="allow full unpickling of a checkpoint that is not plain data (it can run code stored "
+                             "in the file: only for files you trust)")
+    parser.add_argument("--trust", action="store_true", dest="trust_checkpoint", help=argparse.SUPPRESS)
+

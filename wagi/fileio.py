@@ -11,15 +11,22 @@ images (:func:`wagi.imageio.save_image`), latents and reports, boundaries, demo 
 A write that the operating system refuses (disk full, read-only file system, permission denied, a file
 where a folder should be) raises :class:`WriteError`: an ``OSError`` whose message is one line,
 ``cannot write <path>: <reason>``; the old file, if any, is left as it was and no temporary file stays.
+
+A process killed mid-write (``kill -9``, power cut) leaves its temporary file behind:
+:func:`remove_stale_temps` deletes exactly those names, and the scripts call it on the folders they
+write when they start. :class:`RunLock` keeps two training processes out of one run folder.
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 Content = Union[bytes, str, Callable[[BinaryIO], object]]
@@ -93,6 +100,92 @@ def temp_path(path: PathLike) -> Path:
     """A fresh hidden name beside ``path``: ``.<name>.<random hex>.tmp``."""
     path = Path(path)
     return path.parent / f".{path.name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.tmp"
+
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{%d}\.tmp$" % (2 * TEMP_TOKEN_BYTES))  # exactly what temp_path makes
+STALE_TEMP_AGE_S = 15 * 60  # unchanged this long, a temporary file's writer is gone (a write streams without pause)
+
+
+def remove_stale_temps(folder: PathLike, min_age_s: float = STALE_TEMP_AGE_S, recursive: bool = False) -> List[Path]:
+    """Delete the temporary files that :func:`temp_path` names (and only those) in ``folder``, left by a
+    process killed mid-write, when unmodified for ``min_age_s`` seconds (0: all, for a folder this process
+    holds the :class:`RunLock` of). Returns the removed paths; a folder that does not exist has none."""
+    removed: List[Path] = []
+    if not os.path.isdir(folder):
+        return removed
+    now = time.time()
+    walk = os.walk(folder) if recursive else [(os.fspath(folder), [], os.listdir(folder))]
+    for dirpath, _, names in walk:
+        for name in names:
+            if not TEMP_NAME.match(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+                if not os.path.isdir(path) and now - st.st_mtime >= min_age_s:
+                    os.unlink(path)
+                    removed.append(path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to delete: leave it
+    return removed
+
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderInUse(RuntimeError):
+    """Another process holds the lock of a run folder (one line naming it and how to get past a stale lock)."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder: ``<folder>/.lock``, held with ``flock`` while this object is open.
+
+    The operating system releases ``flock`` when the process ends, however it ends (also ``kill -9``), so a
+    lock left by a dead process on a local disk never blocks a new run. The file records the holder's host
+    and pid for the message a second process gets. On a network file system without ``flock`` support the
+    lock degrades to the file alone: if its holder is gone, delete ``<folder>/.lock`` to get past it.
+    """
+
+    def __init__(self, folder: PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, NEW_FILE_MODE)
+        except OSError as err:
+            raise WriteError(self.path, err) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderInUse(
+                f"run folder {self.folder} is in use by {holder}; wait for it to finish or stop it (a lock of a "
+                f"process that has ended is released by the system; on a network file system delete "
+                f"{self.path} once you are sure no run uses the folder)") from None
+        except OSError:
+            pass  # no flock on this file system: the file alone marks the folder
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                 .encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race a new holder)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -182,4 +275,5 @@ def atomic_link(src: PathLike, dst: PathLike) -> Path:
     return dst
 
 
-__all__ = ["atomic_write", "atomic_link", "temp_path", "WriteError", "encode_text", "printable"]
+__all__ = ["atomic_write", "atomic_link", "temp_path", "WriteError", "encode_text", "printable", "remove_stale_temps",
+           "RunLock", "RunFolderInUse", "STALE_TEMP_AGE_S"]

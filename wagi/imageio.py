@@ -192,8 +192,37 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")  # also skips macOS "._x.jpg" resource forks and our own temp files
 
 
-def _scan_folder(root: str, recursive: bool) -> List[Tuple[str, str]]:
-    """(absolute path, rel) of image files under ``root``; hidden files and folders are skipped."""
+OUTPUT_MARKER = ".wagi-outputs"  # in every folder a script writes images to: never rescanned as input
+
+
+def mark_output_folder(folder: PathLike) -> None:
+    """Create ``folder`` with an ``OUTPUT_MARKER`` file, so that a later scan of a parent folder leaves these
+    outputs out of its inputs (they are not photos to invert or edit again). Naming the folder itself as an
+    input still reads it."""
+    marker = os.path.join(os.fspath(folder), OUTPUT_MARKER)
+    if not os.path.lexists(marker):
+        atomic_write(marker, "images written by WaGI; folder scans of a parent folder skip this folder\n",
+                     durable=False)
+
+
+def _is_output_folder(path: str) -> bool:
+    return os.path.lexists(os.path.join(path, OUTPUT_MARKER))
+
+
+def _under_output_folder(path: str, base: str, excluded: Sequence[str]) -> bool:
+    """Whether ``path`` (a glob match) is, or lies below, an output folder that is not ``base`` or above it."""
+    stop = os.path.realpath(base)
+    here = os.path.realpath(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+    while here != stop and here.startswith(stop.rstrip(os.sep) + os.sep):
+        if here in excluded or _is_output_folder(here):
+            return True
+        here = os.path.dirname(here)
+    return False
+
+
+def _scan_folder(root: str, recursive: bool, excluded: Sequence[str] = ()) -> List[Tuple[str, str]]:
+    """(absolute path, rel) of image files under ``root``; hidden files and folders, sub-folders holding an
+    ``OUTPUT_MARKER`` and folders whose real path is in ``excluded`` are skipped (``root`` itself never)."""
     found = []
     seen_dirs: Set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -202,7 +231,9 @@ def _scan_folder(root: str, recursive: bool) -> List[Tuple[str, str]]:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d)) if recursive else []
+        dirnames[:] = sorted(
+            d for d in dirnames if not _is_hidden(d) and not _is_output_folder(os.path.join(dirpath, d))
+            and os.path.realpath(os.path.join(dirpath, d)) not in excluded) if recursive else []
         for name in filenames:
             if _is_hidden(name) or not is_image_file(name):
                 continue
@@ -248,6 +279,7 @@ def find_images(
     *,
     missing: str = "error",
     log: Callable[[str], None] = _print_stderr,
+    exclude: Sequence[PathLike] = (),
 ) -> List[ImageItem]:
     """Expand files, folders and glob patterns into a list of :class:`ImageItem`.
 
@@ -261,6 +293,10 @@ def find_images(
     Order: inputs in the given order, each input's images sorted by ``rel``. The same file reached
     twice (also via a symlink) is kept once, at its first occurrence. Two different files with the same
     ``rel`` would write the same output, so later ones get ``__2``, ``__3``... before the extension.
+
+    Outputs are not inputs: while scanning a folder, sub-folders that hold an ``OUTPUT_MARKER`` (written by
+    :func:`mark_output_folder` into every output folder of the scripts) and the folders in ``exclude`` (the
+    output folder of the current run) are skipped; a folder named as an input itself is always read.
 
     A path that does not exist, a glob without a match and a folder without images are problems:
     ``missing='error'`` raises :class:`InputNotFoundError` naming all of them on one line;
@@ -276,9 +312,10 @@ def find_images(
 
     problems: List[str] = []
     candidates: List[Tuple[str, str]] = []
+    excluded = [os.path.realpath(os.fspath(e)) for e in exclude]
     for raw in inputs:
         if os.path.isdir(raw):
-            hits = _scan_folder(raw, recursive)
+            hits = _scan_folder(raw, recursive, excluded)
             if not hits:
                 problems.append(f"{raw}: folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
         elif os.path.lexists(raw):
@@ -287,9 +324,12 @@ def find_images(
             base = _glob_base(raw)
             hits = []
             for match in sorted(glob.glob(raw, recursive=True)):
+                if _under_output_folder(match, base, excluded):
+                    continue  # a wildcard is a scan: outputs stay out, as in a folder scan
                 if os.path.isdir(match):
                     sub = os.path.relpath(match, base).replace(os.sep, "/")
-                    hits += [(p, f"{sub}/{r}" if sub != "." else r) for p, r in _scan_folder(match, recursive)]
+                    hits += [(p, f"{sub}/{r}" if sub != "." else r)
+                             for p, r in _scan_folder(match, recursive, excluded)]
                 elif is_image_file(match):
                     hits.append((os.path.abspath(match), os.path.relpath(match, base).replace(os.sep, "/")))
             hits.sort(key=lambda pr: pr[1])

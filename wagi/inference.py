@@ -40,9 +40,9 @@ import torch
 from tqdm import tqdm
 
 from wagi.checkpoint import save_checkpoint
-from wagi.fileio import atomic_write
+from wagi.fileio import atomic_write, remove_stale_temps
 from wagi.imageio import (ImageIOError, ImageItem, LoadReport, OutputExistsError, POLICIES, ProtectedPaths, as_item,
-                          iter_batches, save_image, save_strip)
+                          iter_batches, mark_output_folder, save_image, save_strip)
 
 PathLike = Union[str, os.PathLike]
 
@@ -251,6 +251,9 @@ def invert_folder(
     guard = ProtectedPaths(items)
     report = report if report is not None else LoadReport(log=log)
     summary = InvertSummary()
+    mark_output_folder(out_dir)
+    for path in remove_stale_temps(out_dir, recursive=True):  # writes of a killed run, unchanged for minutes
+        log(f"{path}: removed, a temporary file of an interrupted earlier run")
     failures_start = len(report.failures)
 
     bundle_path = None

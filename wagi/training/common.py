@@ -24,6 +24,7 @@ import contextlib
 import json
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from ..devices import resolve_device
-from ..fileio import atomic_link
+from ..fileio import RunLock, atomic_link, remove_stale_temps
 from .distributed import DistInfo, init_distributed
 
 CHECKPOINT_DIR = "checkpoints"
@@ -93,6 +94,21 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
+
+
+@contextlib.contextmanager
+def holding_run_folder(run_dir: Path, enabled: bool = True):
+    """Hold the :class:`~wagi.fileio.RunLock` of ``run_dir`` for the block (a second training process on the
+    same folder gets :class:`~wagi.fileio.RunFolderInUse`, one line) and, holding it, delete the temporary
+    files a killed run left there. ``enabled=False`` (other DDP ranks, runs that write nothing): no-op."""
+    if not enabled:
+        yield
+        return
+    with RunLock(run_dir):
+        removed = remove_stale_temps(run_dir, min_age_s=0, recursive=True)  # ours: no other writer can exist
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) of an interrupted write in {run_dir}", file=sys.stderr)
+        yield
 
 
 @contextlib.contextmanager
@@ -247,6 +263,7 @@ class RunLogger:
 
 __all__ = [
     "CHECKPOINT_DIR", "LATEST", "TrainingStopped", "training_device", "device_name", "seed_everything",
-    "rng_state", "set_rng_state", "restoring_from", "step_checkpoint_name", "resolve_resume", "save_and_prune", "StopControl",
+    "rng_state", "set_rng_state", "restoring_from", "holding_run_folder", "step_checkpoint_name", "resolve_resume",
+    "save_and_prune", "StopControl",
     "restore_signal_handlers", "deadline_after", "RunLogger",
 ]

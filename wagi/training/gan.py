@@ -57,9 +57,9 @@ from ..checkpoint import (
 )
 from ..models.swagan import Discriminator, Generator
 from . import data as D
-from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, resolve_resume, restore_signal_handlers,
-                     restoring_from, rng_state, save_and_prune, seed_everything, set_rng_state, step_checkpoint_name,
-                     training_device)
+from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, holding_run_folder, resolve_resume,
+                     restore_signal_handlers, restoring_from, rng_state, save_and_prune, seed_everything,
+                     set_rng_state, step_checkpoint_name, training_device)
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
@@ -414,7 +414,7 @@ class GANTrainer(StopControl):
         Used to continue training a generator whose full training state is gone (an exported fp16
         g_ema file is enough): the architecture must match the config exactly.
         """
-        g, _, info = load_generator(path)
+        g, _, info = load_generator(path, trust=self.cfg.generator.trust_checkpoint)
         theirs_k, mine_k = g.config["to_rgb_kernel"], self.G.config["to_rgb_kernel"]
         if theirs_k != mine_k:
             raise ValueError(f"generator.init: {path} has {theirs_k}x{theirs_k} ToRGB convs but generator.to_rgb_kernel "
@@ -440,6 +440,8 @@ class GANTrainer(StopControl):
             mine = gan_to_dict(self.cfg)
             for section in ("generator", "discriminator"):
                 for key, value in mine[section].items():
+                    if key == "trust_checkpoint":
+                        continue  # how a file may be opened, not part of the network
                     other = theirs.get(section, {}).get(key)
                     if other != value:
                         raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} but {value!r} in this config")
@@ -680,6 +682,10 @@ class GANTrainer(StopControl):
     def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
         """Train to ``max_steps``, or until ``time_limit_s`` seconds pass or a stop signal arrives (then a
         checkpoint is written at the current step). Returns the last logged values."""
+        with holding_run_folder(self.run_dir, enabled=self.dist.is_main and self.write):
+            return self._train(time_limit_s)
+
+    def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
         tc = self.cfg.train
         deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
         self.stop_reason = None

@@ -21,7 +21,6 @@ from ..config import (
     MAX_BATCH,
     MAX_CHANNEL_MULTIPLIER,
     MAX_CHANNELS,
-    MAX_IMAGE_SIDE,
     MAX_N_MLP,
     MAX_STYLE_DIM,
     ConfigError,
@@ -62,6 +61,7 @@ class GANGeneratorConfig:
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
     to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
     init: Optional[str] = _path(None)      # warm start: G and g_ema from this generator file (D fresh)
+    trust_checkpoint: bool = False         # allow full unpickling of init (runs code from the file)
 
 
 @dataclass

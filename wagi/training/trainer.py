@@ -45,8 +45,8 @@ from ..models.fusion import random_perspective, resize
 from ..models.wagi import WaGI, build_generator
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
-                     restore_signal_handlers, restoring_from, rng_state, save_and_prune, seed_everything, set_rng_state,
-                     step_checkpoint_name, training_device)
+                     holding_run_folder, restore_signal_handlers, restoring_from, rng_state, save_and_prune,
+                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
 
@@ -399,6 +399,10 @@ class Trainer(StopControl):
         """Train to ``train.max_steps``, or until ``time_limit_s`` seconds pass or a first SIGINT / SIGTERM
         arrives: then a checkpoint is written at the current step and ``stop_reason`` says why. Returns the
         last step's loss terms."""
+        with holding_run_folder(self.run_dir, enabled=self.dist.is_main):
+            return self._train(time_limit_s)
+
+    def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
         cfg, tc = self.cfg, self.cfg.train
         deadline = deadline_after(time_limit_s)
         self.stop_reason = None
