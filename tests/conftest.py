@@ -1,7 +1,25 @@
-"""Fixtures shared by the test modules (helpers they import live in ``tests/helpers.py``)."""
+"""Fixtures shared by the test modules (helpers they import live in ``tests/helpers.py``), and the ``slow``
+marker: tests marked ``@pytest.mark.slow`` (the kill -9 soak) run only with ``pytest --run-slow``."""
 import pytest
 
 from tests.helpers import tiny_wagi
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes-long test (kill -9 soak); skipped without --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
