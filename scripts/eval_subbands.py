@@ -145,9 +145,13 @@ def main(argv=None) -> int:
                 return 2
             recon_dir = args.out / RECON_DIR / name
             print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
-            summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
-                                    overwrite=args.overwrite, progress=progress, report=report,
-                                    log=lambda _line: None)  # per-file skip lines: one summary line below
+            try:
+                summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
+                                        overwrite=args.overwrite, progress=progress, report=report,
+                                        log=lambda _line: None)  # per-file skip lines: one summary line below
+            except OSError as err:  # wagi.fileio.WriteError: the reconstructions' folder cannot be written
+                _error(str(err))
+                return 1
             if summary.skipped:
                 print(f"{name}: reused {len(summary.skipped)} existing reconstruction(s) in {recon_dir} "
                       "(pass --overwrite to recompute them)", file=sys.stderr, flush=True)

@@ -202,3 +202,44 @@ def test_outputs_inside_the_input_folder_are_not_reread(tmp_path, tiny_ckpt, cap
     out2 = inp / "second"  # another output folder: the first one's outputs are still not inputs
     assert invert.main(args[:3] + [str(out2)] + args[4:]) == 0
     assert f"{len(rels)} image(s) -> {out2}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_for_the_latents_bundle_is_one_line(tmp_path, tiny_ckpt, capsys, monkeypatch):
+    from wagi import fileio
+
+    inp = tmp_path / "in"
+    _write_good(inp)
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kwargs):
+        if ".latents.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            os.close(fd)
+            return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
+    out = tmp_path / "out"
+    rc = invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+                      "--no-progress", "--save-latents", "pt", "--latents-bundle"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and err == [f"error: cannot write {out / 'latents.pt'}: no space left on device; the outputs "
+                               "written before it are complete files"]
+    assert len(list(out.rglob("*.png"))) == 3 and not list(out.rglob("*.tmp"))
+
+
+def test_non_utf8_paths_print_escaped(tmp_path, tiny_ckpt):
+    import subprocess
+    import sys
+
+    inp = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.makedirs(inp)
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(os.fsdecode(os.path.join(inp, b"\xff.png")))
+    out = os.path.join(os.fsencode(tmp_path), b"out\xe9")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "invert.py"), "--input", inp, "--output", out,
+                           "--ckpt", str(tiny_ckpt), "--device", "cpu", "--no-progress"],
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    assert b"out\\udce9" in proc.stdout and b"Traceback" not in proc.stderr
+    assert os.path.isfile(os.path.join(out, b"\xff.png"))

@@ -129,3 +129,52 @@ def test_a_second_run_on_one_folder_is_refused_and_temps_are_cleaned(tmp_path, c
     assert load_script("train").main(args) == 0
     assert not stale.exists() and "removed 1 temporary file(s)" in capsys.readouterr().err
     assert (run / "checkpoints" / "latest.pt").is_file()
+
+
+class _Payload:
+    """Stands for code a hostile pickle would run: weights-only loading must refuse it."""
+
+
+def test_hostile_weight_files_are_one_line(tmp_path, capsys):
+    pickled = tmp_path / "alexnet.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "payload": _Payload()}, pickled)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x04 not a pickle at all" * 10)
+    for weights in (pickled, garbage):
+        rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}",
+                                        "--set", "loss.lpips=0.5", "--set", f"loss.lpips_weights={weights}",
+                                        "--no-progress"])
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2 and len(err) == 1 and str(weights) in err[0] and "not a readable plain state_dict" in err[0], err
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, capsys, monkeypatch):
+    import os
+
+    from wagi import fileio
+
+    real_fdopen = os.fdopen
+    seen = []
+
+    def fdopen(fd, *args, **kwargs):  # the second step checkpoint lands on a full disk
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".step_" in name:
+            seen.append(name)
+            if len(seen) == 2:
+                os.close(fd)
+                return real_fdopen(os.open("/dev/full", os.O_WRONLY), *args, **kwargs)
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
+    run = tmp_path / "runs" / "wagi"
+    rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}",
+                                    "--set", "experiment.name=wagi", "--set", "train.max_steps=3",
+                                    "--set", "train.save_every=1", "--set", "train.val_every=100",
+                                    "--set", "train.image_every=100", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 3 and len(err) == 1, err
+    assert err[0] == (f"error: cannot write {run / 'checkpoints' / 'step_0000002.pt'}: no space left on device; "
+                      f"the last complete checkpoint stays in {run / 'checkpoints'} (--resume auto)")
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["training"]["step"] == 1
+    assert not [n for n in os.listdir(run / "checkpoints") if n.endswith(".tmp")]

@@ -37,8 +37,12 @@ def quiet_interrupts(module_name: str) -> None:
 
 
 def run_main(main: Callable[[], Optional[int]]) -> NoReturn:
-    """``sys.exit(main())`` where a Ctrl-C that ``main`` does not handle is one line and exit status 130."""
+    """``sys.exit(main())`` where a Ctrl-C that ``main`` does not handle is one line and exit status 130, and
+    where printing a file name that is not valid UTF-8 shows it escaped instead of raising."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped, never crashes a run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = main()
     except KeyboardInterrupt:

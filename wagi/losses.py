@@ -362,7 +362,12 @@ class LPIPSLoss(nn.Module):
         super().__init__()
         _check_size_arg(resize_to, "LPIPSLoss resize_to")
         path = resolve_lpips_trunk_path(net, weights_path)
-        tv_state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            tv_state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a pickle with code, a truncated or foreign file: never unpickled fully here
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(f"'{path}' is not a readable plain state_dict of LPIPS trunk weights "
+                             f"({type(err).__name__}: {first})") from None
         if not isinstance(tv_state, Mapping):
             raise ValueError(f"'{path}' is not a state_dict (got {type(tv_state).__name__})")
 

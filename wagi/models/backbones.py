@@ -32,7 +32,6 @@ design, missing and unexpected, and raise on any mismatch unless ``strict=False`
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
@@ -408,8 +407,10 @@ def _read_state_dict(path: PathLike, what: str, source: str) -> Dict[str, torch.
         raise FileNotFoundError(f"{what} weights not found at '{path}': {source}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"'{path}' is not a plain state_dict of tensors ({what} expected): {err}") from None
+    except Exception as err:  # UnpicklingError for a pickle with code; RuntimeError and others for a broken file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"'{path}' is not a plain state_dict of tensors ({what} expected): "
+                         f"{type(err).__name__}: {first}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"'{path}' does not hold a state_dict (a mapping of names to tensors); {source}")
     return dict(state)
