@@ -2,7 +2,9 @@
 
 :func:`soak` trains one reference run of a (tiny, CPU) config without interruption, then trains the same
 config in a second run folder as ``scripts/train.py --resume auto`` subprocesses that it kills with
-SIGKILL after random delays (seeded), restarting each time, until a restart finishes the run. After every
+SIGKILL, restarting each time, until a restart finishes the run: every other kill comes at a random
+moment (seeded delay), the others the instant a checkpoint write is in flight (its temporary file
+appears in ``checkpoints/``). After every
 kill it checks what a crash may leave: ``latest.pt`` must load (``weights_only``, integrity hash
 verified) or not exist yet; temporary files may be left (they are counted and must be gone after the
 next start). At the end the model of the killed-and-resumed run must equal the reference bit for bit.
@@ -33,6 +35,9 @@ LATEST = "checkpoints/latest.pt"
 SOAK_OVERRIDES = ("train.save_every=1", "train.keep_checkpoints=2", "train.log_every=1", "train.val_every=1000000",
                   "train.image_every=1000000")
 RUN_TIMEOUT_S = 600.0
+POLL_S = 0.002           # how often a kill aimed at a write looks for a temporary file
+WRITE_WAIT_S = 60.0      # a kill aimed at a write fires anyway after this long
+MAX_WRITES_BEFORE_KILL = 6  # a kill aimed at a write cuts one of the next 1..6 (so the run still advances)
 
 
 @dataclasses.dataclass
@@ -98,7 +103,8 @@ def _run_to_end(cmd: List[str], report: SoakReport) -> int:
 def soak(config: str, out_dir: Path, kills: int, seed: int = 0, max_delay_s: float = 8.0,
          overrides: Sequence[str] = (), log: Callable[[str], None] = print) -> SoakReport:
     """Run the soak test (module docstring) in ``out_dir`` (runs ``reference`` and ``soaked``) with up to
-    ``kills`` SIGKILLs at delays drawn uniformly from ``[0, max_delay_s]`` seconds after each start."""
+    ``kills`` SIGKILLs: half at delays drawn uniformly from ``[0, max_delay_s]`` seconds after a start, half
+    as soon as a temporary file shows a write in flight."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     report = SoakReport()
@@ -118,9 +124,25 @@ def soak(config: str, out_dir: Path, kills: int, seed: int = 0, max_delay_s: flo
         temps_before = set(_temps(run_dir))
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
         report.restarts += 1
+        # every other kill waits for a write to be in flight (a temporary file appears), the others come at
+        # a random moment (start-up, a training step, a write)
+        aim_at_write = report.kills % 2 == 1
         delay = rng.uniform(0.0, max_delay_s)
-        try:
-            _, err = proc.communicate(timeout=delay)
+        nth_write = rng.randint(1, MAX_WRITES_BEFORE_KILL)  # which of the coming checkpoint writes to cut
+        writes_seen: set = set()
+        t0 = time.perf_counter()
+        while proc.poll() is None:
+            waited = time.perf_counter() - t0
+            if aim_at_write:
+                writes_seen |= set(_temps(run_dir / "checkpoints")) - temps_before
+                if len(writes_seen) >= nth_write or waited > WRITE_WAIT_S:
+                    break
+            elif waited >= delay:
+                break
+            time.sleep(POLL_S)
+        delay = time.perf_counter() - t0
+        if proc.poll() is not None:
+            err = proc.communicate()[1]
             finished = proc.returncode == 0
             if "Traceback" in err:
                 report.tracebacks += 1
@@ -129,9 +151,8 @@ def soak(config: str, out_dir: Path, kills: int, seed: int = 0, max_delay_s: flo
                 report.notes.append(f"a run exited with status {proc.returncode} before its kill")
                 break
             continue
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
         report.kills += 1
         temps = _temps(run_dir)
         if set(temps) - temps_before:
