@@ -179,6 +179,8 @@ class FusionConfig:
     width: int = 64                        # channels of the fusion encoder
     gate_init: float = 0.0                 # 0 ⇒ at step 0 the output equals the plain generator's
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
+    edit_mode: str = _choice("reuse", ("reuse", "recompute"))  # edits: the reconstruction's corrections, or new ones
+    edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.1, 0.3, 0])  # [lo, hi, dilate] or null
 
 
 @dataclass
@@ -454,6 +456,15 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     check_power_of_two(al.size, "fusion.aligner.size", 8)
     check_range(fu.levels, "fusion.levels", 1, MAX_HAAR_LEVELS)
     check_range(fu.width, "fusion.width", 1, MAX_CHANNELS)
+    if fu.edit_gate is not None:
+        if len(fu.edit_gate) != 3:
+            raise ConfigError("fusion.edit_gate", f"is [lo, hi, dilate] or null, got {len(fu.edit_gate)} values")
+        lo, hi, dilate = fu.edit_gate
+        check_range(lo, "fusion.edit_gate", 0.0)
+        if not hi > lo:
+            raise ConfigError("fusion.edit_gate", f"needs hi > lo, got lo={lo}, hi={hi}")
+        if dilate != int(dilate) or not 0 <= dilate <= 8:
+            raise ConfigError("fusion.edit_gate", f"dilate (the third value) is an integer in [0, 8], got {dilate}")
     for key in ("l2", "lpips", "id", "wavelet", "w_norm", "delta_reg", "aligner"):
         check_range(getattr(lc, key), f"loss.{key}", 0.0)
     wl = lc.wavelet_cfg

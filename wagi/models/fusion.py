@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from .. import wavelets as wv
 
 N_HF = 9  # LH, HL, HH for 3 colour channels
-FULL_WIDTH_MAX_RES = 128  # fusion CNNs above this feature resolution halve their width per level (cost)
+FULL_WIDTH_MAX_RES = 128
+EDIT_MODES = ("reuse", "recompute")  # fusion CNNs above this feature resolution halve their width per level (cost)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -167,6 +168,30 @@ def random_perspective(x: torch.Tensor, distortion_scale: float, p: float,
     return torch.stack(out)
 
 
+def edit_change_gate(base: torch.Tensor, edited: torch.Tensor, resolutions: Sequence[int], lo: float, hi: float,
+                     dilate: int = 1) -> Dict[int, torch.Tensor]:
+    """Per-location weights ``{r: (N, 1, r, r)}`` in [0, 1] for the corrections of an edit pass.
+
+    The edit's change of the high bands at that level, ``m = max_c Σ_band |HF(DWT(edited_2r − base_2r))|``
+    (N,1,r,r; images area-resized to 2r), is dilated by ``dilate`` coefficients and mapped to
+    ``clamp((hi − m) / (hi − lo), 0, 1)``: 1 (keep the input's details) where the edit changed the level's
+    details by less than ``lo``, 0 (let the edited image's own details through) where by more than ``hi``.
+    Smooth changes (colour, shading) leave the high bands alone and keep the details; new or removed
+    edges (a frame, a necklace) close the gate around them.
+    At strength 0 (``edited == base``) every weight is 1, so the edit pass equals the reconstruction.
+    """
+    if not 0.0 <= lo < hi:
+        raise ValueError(f"edit gate needs 0 <= lo < hi, got lo={lo}, hi={hi}")
+    out: Dict[int, torch.Tensor] = {}
+    for r in resolutions:
+        diff = resize(edited.float(), 2 * int(r)) - resize(base.float(), 2 * int(r))
+        m = wv.high_bands(wv.dwt(diff)).abs().view(diff.shape[0], 3, 3, int(r), int(r)).sum(1).amax(1, keepdim=True)
+        if dilate > 0:
+            m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
+        out[int(r)] = ((hi - m) / (hi - lo)).clamp(0.0, 1.0)
+    return out
+
+
 class WaveletFusion(nn.Module):
     """Predict HF corrections to SWAGAN's wavelet skip (see the module docstring).
 
@@ -179,11 +204,25 @@ class WaveletFusion(nn.Module):
         levels: Haar levels of the pyramid fed to each per-level CNN.
         gate_init: initial value of the per-channel gates (0 ⇒ output unchanged at init).
         aligner: optional :class:`ResidualAligner` used for edits (and trained with augmentation).
+        edit_mode: how an edit pass gets its corrections: ``'reuse'`` (those of the reconstruction: the
+            input's details as the reconstruction had them, moved to the edited image unchanged) or
+            ``'recompute'`` (computed again with the edited image as the target, through the aligner).
+        edit_gate: ``(lo, hi, dilate)`` for :meth:`gate_edit` (see :func:`edit_change_gate`), or None to
+            apply an edit pass's corrections everywhere.
     """
 
     def __init__(self, image_size: int, resolutions: Sequence[int], width: int = 64, source: str = "residual",
-                 levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None):
+                 levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None,
+                 edit_mode: str = "recompute", edit_gate: Optional[Tuple[float, float, int]] = None):
         super().__init__()
+        if edit_mode not in EDIT_MODES:
+            raise ValueError(f"edit_mode must be one of {EDIT_MODES}, got {edit_mode!r}")
+        self.edit_mode = edit_mode
+        if edit_gate is not None:
+            lo, hi, dilate = edit_gate
+            if not 0.0 <= lo < hi or dilate < 0:
+                raise ValueError(f"edit_gate needs 0 <= lo < hi and dilate >= 0, got {edit_gate}")
+        self.edit_gate = None if edit_gate is None else (float(edit_gate[0]), float(edit_gate[1]), int(edit_gate[2]))
         if source not in ("residual", "input"):
             raise ValueError(f"source must be 'residual' or 'input', got {source!r}")
         self.image_size = image_size
@@ -230,6 +269,17 @@ class WaveletFusion(nn.Module):
             direct = wv.high_bands(wv.dwt(src_r))
             out[r] = self.gates[str(r)] * (direct + self.nets[str(r)](feats))
         return out
+
+
+    def gate_edit(self, corrections: Dict[int, torch.Tensor], base: torch.Tensor, edited: torch.Tensor
+                  ) -> Dict[int, torch.Tensor]:
+        """An edit pass's corrections, weighted down where the edit changed the image (``edit_gate``):
+        the input's old details are not pasted back over what the edit drew, and kept where it drew nothing."""
+        if self.edit_gate is None:
+            return corrections
+        lo, hi, dilate = self.edit_gate
+        gates = edit_change_gate(base, edited, list(corrections), lo, hi, dilate)
+        return {r: c * gates[r].to(c.dtype) for r, c in corrections.items()}
 
 
 class FeatureFusion(nn.Module):

@@ -211,7 +211,11 @@ class WaGI(nn.Module):
         branches = self.synthesize(we)
         edited = self.compose(branches)
         if x is not None and base is not None and fuse and self.fusion is not None:
-            edited = self.fused_decode(we, branches, self.fusion_outputs(x, base, target=edited))
+            reuse = getattr(self.fusion, "edit_mode", None) == "reuse"
+            args = self.fusion_outputs(x, base, target=None if reuse else edited)
+            if "wavelet_corrections" in args:  # not where the edit changed the image (fusion.edit_gate)
+                args["wavelet_corrections"] = self.fusion.gate_edit(args["wavelet_corrections"], base, edited)
+            edited = self.fused_decode(we, branches, args)
         return edited
 
     # ------------------------------------------------------------------------------------ persistence
@@ -381,7 +385,8 @@ def build_fusion(cfg, generator: nn.Module) -> Optional[nn.Module]:
         return None
     aligner = ResidualAligner(fc.aligner.width, fc.aligner.size) if fc.aligner.enabled else None
     if fc.kind == "wavelet":
+        gate = None if fc.edit_gate is None else (fc.edit_gate[0], fc.edit_gate[1], int(fc.edit_gate[2]))
         return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
-                             gate_init=fc.gate_init, aligner=aligner)
+                             gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate)
     r = fc.resolutions[0]
     return FeatureFusion(generator.size, r, generator.channels[r], width=fc.width, aligner=aligner)
