@@ -105,3 +105,26 @@ def test_edit_gate_config_is_checked():
         load_config(TINY, ["fusion.edit_gate=[0.1,0.3]"])
     with pytest.raises(ConfigError, match="fusion.edit_mode"):
         load_config(TINY, ["fusion.edit_mode=paste"])
+
+
+def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, models):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.pt"
+    models[("reuse", "null")].save(path)
+    out = tmp_path / "ev"
+    cmd = [sys.executable, str(ROOT / "scripts" / "eval_fusion.py"), "--model", f"tiny={path}", "--n", "3",
+           "--out", str(out), "--device", "cpu", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "fusion.json").read_text())["results"]["tiny"]
+    assert res["edit_mode"] == "reuse" and res["edit_gate"] is None
+    assert set(res["kept"]) == {"sefa0+", "sefa0-", "sefa1+", "sefa1-", "sefa2+", "sefa2-"}  # no shipped one fits
+    assert all(k["pixel"] > 0.999 and k["high"] > 0.999 for k in res["kept"].values())
+    assert set(res["lattice"]) == {"faces", "photos"} and set(res["lattice"]["photos"]["fused"]) == {"4", "8", "16"}
+    c = res["colour"]["photos"]
+    assert c["LL_fused"] > 0 and c["LL_unfused"] > 0 and c["mean_colour_offset"] >= 0
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""What the wavelet fusion does to edits, to the pixel grid and to colour, fusion on against off.
+
+    python scripts/eval_fusion.py                                   # bundled wagi, 100 held-out faces + 2 photos
+    python scripts/eval_fusion.py --model wagi --model mine=runs/x/checkpoints/best.pt --n 50 --no-photos
+
+For each model with a wavelet fusion (wagi/editing/fidelity.py):
+* change kept: for SeFa components 0..2 at +-STRENGTH and each shipped direction at its documented strength,
+  the share of the unfused edit's change G(w+sd) - G(w) that the fused edit keeps, on the pixels and on the
+  Haar high bands (issue target: >= 90 % of the pixel change, >= 80 % of the high-band change);
+* lattice: the reconstruction error folded modulo 4, 8 and 16 px, peak-to-peak over mean, fused and
+  unfused (target: fused <= unfused + 0.02), on demo faces and on the two photos scikit-learn ships
+  (center-cropped and resized to the model's size);
+* colour: the low band (LL) L2 of the reconstruction, fused and unfused, and the mean colour offset of the
+  fused image against the unfused one (the drift coarse-level corrections cause).
+Faces are the edit benchmark's held-out range (seeds 1,003,000+). Writes --out/fusion.md and fusion.json.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+
+quiet_interrupts(__name__)
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from wagi import wavelets as wv  # noqa: E402
+from wagi.bundle import BundleError, read_manifest  # noqa: E402
+from wagi.cli import positive_int  # noqa: E402
+from wagi.data.demo_faces import face_tensor, render_face  # noqa: E402
+from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
+from wagi.editing import sefa_directions  # noqa: E402
+from wagi.editing.benchmark import EDIT_TEST_SEED_OFFSET  # noqa: E402
+from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude  # noqa: E402
+from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped  # noqa: E402
+from wagi.fileio import atomic_write  # noqa: E402
+from wagi.models.fusion import WaveletFusion, resize  # noqa: E402
+from wagi.models.wagi import WaGI  # noqa: E402
+
+OUTPUTS = ("fusion.md", "fusion.json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    head, _, rest = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=DEMO_BUNDLE)
+    p.add_argument("--model", action="append", default=[], metavar="NAME[=PATH]",
+                   help="a bundled model name or NAME=checkpoint (repeatable; default: wagi)")
+    p.add_argument("--n", type=positive_int, default=100, help="held-out demo faces (default 100)")
+    p.add_argument("--strength", type=float, default=6.0, help="SeFa strength (default 6)")
+    p.add_argument("--no-photos", action="store_true", help="skip scikit-learn's two sample photos")
+    p.add_argument("--edit-mode", choices=("reuse", "recompute"), default=None,
+                   help="override each model's fusion.edit_mode (ablations)")
+    p.add_argument("--edit-gate", type=_gate, default=None, metavar="LO,HI,DILATE|none",
+                   help="override each model's fusion.edit_gate (ablations)")
+    p.add_argument("--batch-size", type=positive_int, default=25)
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--out", type=Path, default=Path("outputs") / "fusion_eval")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _gate(text: str):
+    if text.strip().lower() in ("none", "null", "off"):
+        return "none"
+    try:
+        lo, hi, dilate = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"LO,HI,DILATE or none, got {text!r}") from None
+    if not 0 <= lo < hi or dilate != int(dilate) or dilate < 0:
+        raise argparse.ArgumentTypeError(f"needs 0 <= LO < HI and an integer DILATE >= 0, got {text!r}")
+    return (lo, hi, int(dilate))
+
+
+def _models(args):
+    manifest = read_manifest(args.bundle)["models"]
+    bundled = {n: args.bundle / e["file"] for n, e in manifest.items() if e.get("kind") == "wagi"}
+    out = {}
+    for spec in args.model or ["wagi"]:
+        name, eq, path = spec.partition("=")
+        if eq:
+            out[name] = Path(path)
+        elif name in bundled:
+            out[name] = bundled[name]
+        else:
+            raise BundleError(f"--model {name}: not a bundled model (bundled: {', '.join(sorted(bundled))})")
+    return out
+
+
+def sample_photos(size: int) -> torch.Tensor:
+    """scikit-learn's two sample photos (china, flower), center-cropped square and area-resized: (2,3,S,S)."""
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for img in load_sample_images().images:
+        t = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
+        h, w = t.shape[-2:]
+        s = min(h, w)
+        t = t[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        out.append(torch.nn.functional.interpolate(t[None], size=(size, size), mode="area")[0])
+    return torch.stack(out)
+
+
+def _mean(values):
+    values = [float(v) for v in values if v == v]
+    return sum(values) / len(values) if values else None
+
+
+def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool):
+    sets = {"faces": faces} if photos is None else {"faces": faces, "photos": photos}
+    res = {"lattice": {}, "colour": {}, "kept": {}}
+    for set_name, imgs in sets.items():
+        errs = {True: [], False: []}
+        ll = {True: [], False: []}
+        offset = []
+        for i in range(0, imgs.shape[0], batch):
+            x = resize(imgs[i:i + batch], model.image_size)
+            fused, w, ex = model.invert(x)
+            base = ex["base"]
+            for fuse, out in ((True, fused), (False, base)):
+                errs[fuse].append(out - x)
+                ll[fuse].append(wv.subband_mse(out, x, reduce_batch=False)["LL"])
+            offset.append((fused - base).mean((2, 3)).abs().mean(1))
+            if set_name == "faces":
+                for name, (d, s) in edits.items():
+                    ue = model.render_edit(w, d, s, fuse=False)
+                    fe = model.render_edit(w, d, s, x=x, base=base, fuse=True)
+                    k = change_kept(base, ue, fused, fe)
+                    res["kept"].setdefault(name, {"pixel": [], "high": []})
+                    res["kept"][name]["pixel"] += k["pixel"].tolist()
+                    res["kept"][name]["high"] += k["high"].tolist()
+        lat = {}
+        for fuse in (True, False):
+            amp = lattice_amplitude(torch.cat(errs[fuse]))
+            lat["fused" if fuse else "unfused"] = {p: _mean(amp[p].tolist()) for p in LATTICE_PERIODS}
+        lat["margin"] = {p: lat["fused"][p] - lat["unfused"][p] for p in LATTICE_PERIODS}
+        res["lattice"][set_name] = lat
+        res["colour"][set_name] = {"LL_fused": _mean(torch.cat(ll[True]).tolist()),
+                                   "LL_unfused": _mean(torch.cat(ll[False]).tolist()),
+                                   "mean_colour_offset": _mean(torch.cat(offset).tolist())}
+    res["kept"] = {n: {k: _mean(v) for k, v in d.items()} for n, d in res["kept"].items()}
+    return res
+
+
+def markdown(results, meta) -> str:
+    lines = [f"# Fusion on vs off ({meta['n_faces']} held-out faces, seeds {meta['seed_offset']}+"
+             f"{', 2 photos' if meta['photos'] else ''}; {meta['device']})", ""]
+    for name, r in results.items():
+        lines += [f"## {name} (edit_mode {r['edit_mode']}, edit_gate {r['edit_gate']})", "",
+                  "| edit | strength | pixel change kept | high-band change kept |", "|---|---|---|---|"]
+        for e, k in r["kept"].items():
+            lines.append(f"| {e} | {r['strengths'][e]:g} | {k['pixel']:.3f} | {k['high']:.3f} |")
+        lines += ["", "| images | lattice p | fused | unfused | fused − unfused |", "|---|---|---|---|---|"]
+        for s, lat in r["lattice"].items():
+            for p in LATTICE_PERIODS:
+                lines.append(f"| {s} | {p} | {lat['fused'][p]:.3f} | {lat['unfused'][p]:.3f} | {lat['margin'][p]:+.3f} |")
+        lines += ["", "| images | LL L2 fused | LL L2 unfused | mean colour offset fused vs unfused |",
+                  "|---|---|---|---|"]
+        for s, c in r["colour"].items():
+            lines.append(f"| {s} | {c['LL_fused']:.5f} | {c['LL_unfused']:.5f} | {c['mean_colour_offset']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    existing = [f for f in OUTPUTS if (args.out / f).exists()]
+    if existing and not args.overwrite:
+        return fail(f"{args.out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    try:
+        device = resolve_device(args.device)
+        models = _models(args)
+        shipped = load_shipped(args.bundle)
+    except (BundleError, ValueError, FileNotFoundError) as err:
+        return fail(str(err))
+    t0 = time.time()
+    progress = not args.no_progress
+    seeds = range(EDIT_TEST_SEED_OFFSET, EDIT_TEST_SEED_OFFSET + args.n)
+    faces = torch.stack([face_tensor(render_face(s)) for s in tqdm(seeds, desc="faces", disable=not progress)])
+    results = {}
+    for name, path in models.items():
+        try:
+            model = WaGI.load(path).to(device).eval()
+        except Exception as err:  # one line per unusable model
+            print(f"--model {name}: skipped: {err}", file=sys.stderr)
+            continue
+        if not isinstance(model.fusion, WaveletFusion):
+            print(f"--model {name}: skipped: it has no wavelet fusion", file=sys.stderr)
+            continue
+        if args.edit_mode:
+            model.fusion.edit_mode = args.edit_mode
+        if args.edit_gate:
+            model.fusion.edit_gate = None if args.edit_gate == "none" else args.edit_gate
+        photos = None if args.no_photos else sample_photos(model.image_size).to(device)
+        comps, _ = sefa_directions(model.generator)
+        edits = {}
+        for k in range(3):
+            for sign in (1, -1):
+                edits[f"sefa{k}{'+' if sign > 0 else '-'}"] = (comps[k].to(device), sign * args.strength)
+        for dname, d in shipped.items():
+            try:
+                check_direction_fits(d.entry, model.generator, dname)
+            except ValueError:
+                continue
+            edits[dname] = (d.direction.to(device), float(d.strength))
+        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress)
+        r["edit_mode"] = model.fusion.edit_mode
+        r["edit_gate"] = list(model.fusion.edit_gate) if model.fusion.edit_gate else None
+        r["strengths"] = {e: s for e, (_, s) in edits.items()}
+        results[name] = r
+    if not results:
+        return fail("no model with a wavelet fusion could be evaluated")
+    meta = {"n_faces": args.n, "seed_offset": EDIT_TEST_SEED_OFFSET, "photos": not args.no_photos,
+            "device": str(device), "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}
+    md = markdown(results, meta)
+    atomic_write(args.out / "fusion.md", md)
+    atomic_write(args.out / "fusion.json", json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    print(md)
+    print(f"{time.time() - t0:.0f} s -> {args.out}/fusion.md, fusion.json")
+    return 0
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        run_main(main)
