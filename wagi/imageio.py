@@ -59,8 +59,8 @@ Size
     the final size (JPEG: decoded at 1/2, 1/4 or 1/8 scale by libjpeg; every other mode: a box filter
     in Pillow, premultiplied by alpha where there is alpha), which makes big photos several times faster
     to load and keeps the float work per image a few times the output size. With both limits at their
-    defaults, loading any single file at ``size`` 128 peaks well under 1 GiB of memory (a
-    9,400 x 9,400 RGBA PNG, the worst case, decodes to 340 MiB of 8-bit pixels before it is reduced).
+    defaults, loading any single file at ``size`` 128 adds at most about 0.9 GiB to a process (an
+    8192 x 8192 WebP, whose decoder holds three full-size copies; README.md lists measured figures).
 
 Saving
     :func:`save_image` writes atomically (:func:`wagi.fileio.atomic_write`),
@@ -96,7 +96,10 @@ PILLOW_FORMATS: Tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
 
 POLICIES: Tuple[str, ...] = ("center_crop", "resize", "pad")
 MIN_SIDE = 8  # below this an image is an icon or a broken thumbnail: upscaling would invent all detail
-MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb threshold (~1 GiB as 12-byte float RGB)
+# Decoded pixels allowed per image: 8192 x 8192. Decoding holds several full-size copies (WebP: libwebp's
+# RGBA frame, Pillow's copy of it and the image, ~11 bytes per pixel), which at this size keeps invert.py
+# with the 128 px models under 2 GB for any single input; Pillow's own threshold (89 M pixels) did not.
+MAX_PIXELS = 8192 * 8192
 # A side more than this many times the other is a banner or a forged header, never a face photo; it also
 # bounds the float intermediate of the resize (a 'center_crop' scales the short side to S, so the long
 # side becomes S * aspect): at S = 128 that is 128 x 4096 px, 6 MiB.
