@@ -41,6 +41,7 @@ from tqdm import tqdm
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import EditOptions, build_edit, load_latents, name_key, parse_layer_range, render_edits
 from wagi.editing.latents import LatentFileError
+from wagi.fileio import remove_stale_temps
 from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport, ProtectedPaths, find_images,
                           iter_batches, mark_output_folder, save_image, save_strip)
 from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
@@ -137,6 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # bad spec, unreadable direction file, CLIP missing: one line, exit 2
         return fail(str(err))
     strengths = strengths or edit.default_strengths
+    for stale in remove_stale_temps(args.output, recursive=True):  # writes of a killed run, unchanged for minutes
+        print(f"{stale}: removed, a temporary file of an interrupted earlier run", file=sys.stderr)
     for note in edit.notes:
         print(note)
 

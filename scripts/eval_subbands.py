@@ -40,7 +40,7 @@ quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, ex
 from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
-from wagi.fileio import printable  # noqa: E402
+from wagi.fileio import printable, remove_stale_temps  # noqa: E402
 from wagi.inference import PROJECT_ROOT, invert_folder, log_stderr  # noqa: E402
 from wagi.metrics import (DEFAULT_EVAL_SIZE, PerceptualMetrics, check_report_outputs,  # noqa: E402
                           evaluate_folders, markdown_report, write_report)
@@ -170,6 +170,8 @@ def main(argv=None) -> int:
                                 "checkpoints": {n: os.fspath(c) for n, c in args.ckpt},
                                 "batch_size": args.batch_size, "device": str(device)})
     print(printable(markdown_report(evaluation)), flush=True)  # the numbers are on screen whatever the disk does
+    for stale in remove_stale_temps(args.out):  # report writes of a killed run, unchanged for minutes
+        print(f"{stale}: removed, a temporary file of an interrupted earlier run", file=sys.stderr)
     try:
         written = write_report(evaluation, args.out, overwrite=args.overwrite)
     except OutputExistsError as err:

@@ -243,3 +243,24 @@ def test_non_utf8_paths_print_escaped(tmp_path, tiny_ckpt):
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
     assert b"out\\udce9" in proc.stdout and b"Traceback" not in proc.stderr
     assert os.path.isfile(os.path.join(out, b"\xff.png"))
+
+
+def test_stale_temporary_files_in_the_output_folder_are_removed(tmp_path, tiny_ckpt, capsys):
+    import time
+
+    from wagi.fileio import temp_path
+
+    inp = tmp_path / "in"
+    _write_good(inp)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    old, fresh, other = temp_path(out / "sub" / "b.png"), temp_path(out / "a.png"), out / ".notes.tmp"
+    for p in (old, fresh, other):
+        p.write_bytes(b"partial")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+    assert invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+                        "--no-progress"]) == 0
+    assert not old.exists() and fresh.exists() and other.exists()  # only ours, and only when left for long
+    assert f"{old}: removed, a temporary file of an interrupted earlier run" in capsys.readouterr().err
