@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--individual", action="store_true", help="also write each strength as its own image")
     p.add_argument("--no-fusion", action="store_true", help="do not re-apply the wavelet fusion to edited images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=batch_size, default=8)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--policy", choices=POLICIES, default="center_crop", help="how non-square images are fitted")
     p.add_argument("--seed", type=int, default=0, help="seed of GANSpace / StyleCLIP sampling")

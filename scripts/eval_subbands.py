@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex")
     p.add_argument("--id-weights", type=Path, default=None, metavar="P",
                    help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
-    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
+    p.add_argument("--batch-size", type=batch_size, default=8, metavar="N")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output folder (default: {DEFAULT_OUTPUT})")
     p.add_argument("--ckpt", type=Path, default=None, metavar="PATH",
                    help=f"WaGI model checkpoint (default: the bundled demo model {shown_path(DEFAULT_CKPT)})")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="N",
+    p.add_argument("--batch-size", type=batch_size, default=DEFAULT_BATCH, metavar="N",
                    help=f"images per model call (default {DEFAULT_BATCH}; the last batch may be smaller)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto: CUDA when available, else CPU")

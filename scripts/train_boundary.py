@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from wagi.cli import add_trust_flag, quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-ratio", type=float, default=0.7, help="training fraction of each class")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=batch_size, default=16)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--policy", choices=POLICIES, default="center_crop")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --report files")

@@ -62,6 +62,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_BATCH = 4096  # images per model call; also the config bound (wagi.config.MAX_BATCH)
+
+
+def batch_size(text: str) -> int:
+    """An integer in [1, MAX_BATCH]: a batch holds its images in memory at once."""
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_BATCH}, got {value}")
+    return value
+
+
 def named_path(text: str) -> Tuple[str, Path]:
     """``NAME=PATH`` -> ``(NAME, Path(PATH))``; NAME names outputs, so it may not contain a path separator."""
     name, sep, path = text.partition("=")

@@ -374,7 +374,7 @@ MAX_N_MLP = 64
 MAX_CHANNEL_MULTIPLIER = 16
 MAX_HAAR_LEVELS = 8        # 2**8 = 256: an image at least 256 px per side for the coarsest band
 MAX_N_ITERS = 100
-MAX_BATCH = 4096           # per process; the largest published GAN batches are 2048 over many GPUs
+MAX_BATCH = 4096           # per process; the largest published GAN batches are 2048 over many GPUs (wagi.cli too)
 
 
 def check_range(value: Any, key: str, lo: Optional[float] = None, hi: Optional[float] = None,
