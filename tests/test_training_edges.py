@@ -178,3 +178,14 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, capsys, monkeypa
                       f"the last complete checkpoint stays in {run / 'checkpoints'} (--resume auto)")
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["training"]["step"] == 1
     assert not [n for n in os.listdir(run / "checkpoints") if n.endswith(".tmp")]
+
+
+def test_a_foreign_encoder_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "encoder.pt"
+    save_checkpoint({"format": "wagi", "kind": "wagi_model", "config": {"encoder": "x" * 100_000},
+                     "state_dict": {}}, bad)
+    rc = load_script("train").main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path / 'runs'}",
+                                    "--set", "train.stage=fusion", "--set", "fusion.kind=wavelet",
+                                    "--set", f"train.encoder_ckpt={bad}", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and "train.encoder_ckpt" in err[0] and len(err[0]) < 700, err[0][:300]

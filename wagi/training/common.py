@@ -111,6 +111,9 @@ def holding_run_folder(run_dir: Path, enabled: bool = True):
         yield
 
 
+MAX_ERROR_CHARS = 500  # a value quoted from a hostile file must not flood the terminal
+
+
 @contextlib.contextmanager
 def restoring_from(path, what: str = "--resume"):
     """Turn any failure while a loaded checkpoint's entries are applied (a missing key, a wrong type, an
@@ -121,11 +124,11 @@ def restoring_from(path, what: str = "--resume"):
     try:
         yield
     except (CheckpointError, ValueError) as err:
-        raise type(err)(" ".join(str(err).split())) from None
+        raise type(err)(" ".join(str(err).split())[:MAX_ERROR_CHARS]) from None
     except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
         detail = " ".join(str(err).split())[:300] or type(err).__name__
-        raise CheckpointError(f"{what}: {path} holds an unusable training state ({type(err).__name__}: "
-                              f"{detail})") from None
+        raise CheckpointError(f"{what}: {path} holds an unusable {'training state' if what == '--resume' else 'model'} "
+                              f"({type(err).__name__}: {detail})") from None
 
 
 def step_checkpoint_name(step: int) -> str:

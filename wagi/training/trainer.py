@@ -208,6 +208,10 @@ class Trainer(StopControl):
         ckpt = load_checkpoint(path, map_location="cpu")
         if not isinstance(ckpt, dict) or ckpt.get("kind") != "wagi_model":
             raise ValueError(f"train.encoder_ckpt: {path} is not a WaGI checkpoint")
+        with restoring_from(path, "train.encoder_ckpt"):
+            self._apply_encoder(ckpt, path)
+
+    def _apply_encoder(self, ckpt: Dict[str, Any], path: str) -> None:
         own = self.cfg.encoder
         theirs = ckpt["config"]["encoder"]
         for key in ("kind", "backbone", "input_size", "head_channels"):
