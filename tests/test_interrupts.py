@@ -10,7 +10,7 @@ from tests.helpers import ROOT
 from wagi.cli import EXIT_INTERRUPTED, run_main
 
 SCRIPTS = ["invert", "edit", "eval_subbands", "train", "train_generator", "generate", "train_boundary", "fd_judge",
-           "convert_weights", "make_demo_dataset", "qualitative_grid", "eval_edits"]
+           "convert_weights", "make_demo_dataset", "qualitative_grid", "eval_edits", "eval_fusion"]
 WAIT_FOR_TORCH_S = 60.0
 
 
