@@ -56,6 +56,10 @@ def test_edit_change_gate_closes_only_around_new_edges():
     assert all(torch.equal(g, torch.ones_like(g)) for g in edit_change_gate(base, base, [8, 16], 0.1, 0.3).values())
     smooth = base + torch.linspace(0, 0.5, 32).view(1, 1, 1, 32)  # a colour ramp: no high-band change to speak of
     assert all(float(g.min()) > 0.9 for g in edit_change_gate(base, smooth, [8, 16], 0.1, 0.3).values())
+    repaint = edit_change_gate(base, smooth, [16], 0.1, 0.3, dilate=0, signal="pixel")[16]  # measured on pixels
+    assert float(repaint[0, 0, 0, 0]) == 1.0 and float(repaint[0, 0, 0, 15]) == 0.0
+    with pytest.raises(ValueError, match="signal"):
+        edit_change_gate(base, smooth, [16], 0.1, 0.3, signal="colour")
     edged = base.clone()
     edged[..., 11, 4:28] = 1.0  # a drawn 1-px line: strong high-band change in coefficient row 5 only
     g = edit_change_gate(base, edged, [16], 0.1, 0.3, dilate=0)[16]

@@ -181,6 +181,7 @@ class FusionConfig:
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     edit_mode: str = _choice("reuse", ("reuse", "recompute"))  # edits: the reconstruction's corrections, or new ones
     edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.1, 0.3, 0])  # [lo, hi, dilate] or null
+    edit_signal: str = _choice("high", ("high", "pixel"))  # what the edit gate measures
 
 
 @dataclass

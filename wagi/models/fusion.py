@@ -37,7 +37,8 @@ from .. import wavelets as wv
 
 N_HF = 9  # LH, HL, HH for 3 colour channels
 FULL_WIDTH_MAX_RES = 128
-EDIT_MODES = ("reuse", "recompute")  # fusion CNNs above this feature resolution halve their width per level (cost)
+EDIT_MODES = ("reuse", "recompute")
+EDIT_SIGNALS = ("high", "pixel")  # fusion CNNs above this feature resolution halve their width per level (cost)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -169,7 +170,7 @@ def random_perspective(x: torch.Tensor, distortion_scale: float, p: float,
 
 
 def edit_change_gate(base: torch.Tensor, edited: torch.Tensor, resolutions: Sequence[int], lo: float, hi: float,
-                     dilate: int = 1) -> Dict[int, torch.Tensor]:
+                     dilate: int = 1, signal: str = "high") -> Dict[int, torch.Tensor]:
     """Per-location weights ``{r: (N, 1, r, r)}`` in [0, 1] for the corrections of an edit pass.
 
     The edit's change of the high bands at that level, ``m = max_c Σ_band |HF(DWT(edited_2r − base_2r))|``
@@ -177,15 +178,23 @@ def edit_change_gate(base: torch.Tensor, edited: torch.Tensor, resolutions: Sequ
     ``clamp((hi − m) / (hi − lo), 0, 1)``: 1 (keep the input's details) where the edit changed the level's
     details by less than ``lo``, 0 (let the edited image's own details through) where by more than ``hi``.
     Smooth changes (colour, shading) leave the high bands alone and keep the details; new or removed
-    edges (a frame, a necklace) close the gate around them.
+    edges (a frame, a necklace) close the gate around them. ``signal='pixel'`` measures the change on the
+    pixels instead (``max`` over each coefficient's block of ``mean_c |edited − base|``): it also closes
+    where the edit only repainted a region smoothly, e.g. where the generator drew a removed attribute
+    faintly and the reconstruction's corrections carry its sharp edges.
     At strength 0 (``edited == base``) every weight is 1, so the edit pass equals the reconstruction.
     """
     if not 0.0 <= lo < hi:
         raise ValueError(f"edit gate needs 0 <= lo < hi, got lo={lo}, hi={hi}")
+    if signal not in EDIT_SIGNALS:
+        raise ValueError(f"edit gate signal must be one of {EDIT_SIGNALS}, got {signal!r}")
     out: Dict[int, torch.Tensor] = {}
     for r in resolutions:
-        diff = resize(edited.float(), 2 * int(r)) - resize(base.float(), 2 * int(r))
-        m = wv.high_bands(wv.dwt(diff)).abs().view(diff.shape[0], 3, 3, int(r), int(r)).sum(1).amax(1, keepdim=True)
+        if signal == "pixel":
+            m = F.adaptive_max_pool2d((edited.float() - base.float()).abs().mean(1, keepdim=True), int(r))
+        else:
+            diff = resize(edited.float(), 2 * int(r)) - resize(base.float(), 2 * int(r))
+            m = wv.high_bands(wv.dwt(diff)).abs().view(diff.shape[0], 3, 3, int(r), int(r)).sum(1).amax(1, keepdim=True)
         if dilate > 0:
             m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
         out[int(r)] = ((hi - m) / (hi - lo)).clamp(0.0, 1.0)
@@ -209,15 +218,20 @@ class WaveletFusion(nn.Module):
             ``'recompute'`` (computed again with the edited image as the target, through the aligner).
         edit_gate: ``(lo, hi, dilate)`` for :meth:`gate_edit` (see :func:`edit_change_gate`), or None to
             apply an edit pass's corrections everywhere.
+        edit_signal: what the gate measures, ``'high'`` or ``'pixel'`` (:func:`edit_change_gate`).
     """
 
     def __init__(self, image_size: int, resolutions: Sequence[int], width: int = 64, source: str = "residual",
                  levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None,
-                 edit_mode: str = "recompute", edit_gate: Optional[Tuple[float, float, int]] = None):
+                 edit_mode: str = "recompute", edit_gate: Optional[Tuple[float, float, int]] = None,
+                 edit_signal: str = "high"):
         super().__init__()
         if edit_mode not in EDIT_MODES:
             raise ValueError(f"edit_mode must be one of {EDIT_MODES}, got {edit_mode!r}")
         self.edit_mode = edit_mode
+        if edit_signal not in EDIT_SIGNALS:
+            raise ValueError(f"edit_signal must be one of {EDIT_SIGNALS}, got {edit_signal!r}")
+        self.edit_signal = edit_signal
         if edit_gate is not None:
             lo, hi, dilate = edit_gate
             if not 0.0 <= lo < hi or dilate < 0:
@@ -278,7 +292,7 @@ class WaveletFusion(nn.Module):
         if self.edit_gate is None:
             return corrections
         lo, hi, dilate = self.edit_gate
-        gates = edit_change_gate(base, edited, list(corrections), lo, hi, dilate)
+        gates = edit_change_gate(base, edited, list(corrections), lo, hi, dilate, getattr(self, "edit_signal", "high"))
         return {r: c * gates[r].to(c.dtype) for r, c in corrections.items()}
 
 

@@ -387,6 +387,7 @@ def build_fusion(cfg, generator: nn.Module) -> Optional[nn.Module]:
     if fc.kind == "wavelet":
         gate = None if fc.edit_gate is None else (fc.edit_gate[0], fc.edit_gate[1], int(fc.edit_gate[2]))
         return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
-                             gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate)
+                             gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate,
+                             edit_signal=fc.edit_signal)
     r = fc.resolutions[0]
     return FeatureFusion(generator.size, r, generator.channels[r], width=fc.width, aligner=aligner)
