@@ -262,6 +262,7 @@ def test_yaml_bombs_and_odd_files_are_one_line(tmp_path):
         "latin1.yaml": ("train: {lr: 0.1}  # caf\u00e9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset"),
         "huge.yaml": (b"# " + b"x" * (2 << 20) + b"\n", "larger than 1048576 bytes"),
         "unclosed.yaml": (b"train: [unclosed\n" + b"x" * 5000, "not valid YAML"),
+        "control.yaml": (b"train: {lr: 0.1}\x07\n", "not valid YAML"),
     }
     for name, (content, phrase) in cases.items():
         path = tmp_path / name
@@ -286,6 +287,9 @@ def test_override_values_are_bounded_too(tmp_path):
         load_config(p, ["train.betas=" + BILLION_LAUGHS.replace("\n", ", ").join("{}")])
     assert "expands to more than" in str(info.value) and info.value.key == "train.betas"
     assert time.perf_counter() - start < 5
+    for raw in ("\udcff\udcfe", "0.1\x00", "\x07"):  # undecodable bytes of argv, NUL, a control character
+        with pytest.raises(ConfigError, match=r"'train\.lr': cannot parse value .*not valid YAML"):
+            load_config(p, ["train.lr=" + raw])
     with pytest.raises(ConfigError) as info:
         load_config(p, ["train.lr=" + "x" * 100_000])
     assert len(str(info.value)) <= 510 and "'train.lr'" in str(info.value)

@@ -96,7 +96,10 @@ def _expanded_size(node: yaml.Node) -> int:
 def safe_yaml(text: str, what: str = "config") -> Any:
     """Parse YAML ``text`` as plain data (``yaml.safe_load`` semantics) within ``MAX_CONFIG_NODES`` values
     after alias expansion and ``MAX_CONFIG_DEPTH`` levels; any problem is one :class:`ConfigError` line."""
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)  # the reader refuses control and undecodable characters already here
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"{what} is not valid YAML: {e}") from None
     try:
         node = loader.get_single_node()
         if node is None:
