@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from wagi.cli import add_trust_flag, quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -22,6 +22,7 @@ from torchvision.utils import save_image
 
 from wagi.checkpoint import CheckpointError, LATENT_AVG_SAMPLES, LATENT_AVG_SEED, load_generator
 from wagi.devices import DEVICE_CHOICES, resolve_device
+from wagi.fileio import atomic_write
 from wagi.models.swagan import Generator
 
 RANDOM_GENERATOR_SIZE = 64
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt", type=Path, default=None, help="generator checkpoint (WaGI or rosinality format)")
     p.add_argument("--size", type=int, default=None,
                    help=f"output size; checked against the checkpoint (random generator: {RANDOM_GENERATOR_SIZE})")
-    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--n", type=batch_size, default=16, help="number of images, 1 to 4096 (one grid image)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (1 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
@@ -42,8 +43,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     add_trust_flag(p)
     args = p.parse_args(argv)
-    if args.n < 1:
-        p.error("--n must be >= 1")
     if not 0 <= args.truncation <= 1:
         p.error("--truncation must be in [0, 1]")
     return args
@@ -90,8 +89,13 @@ def main(argv=None) -> int:
             img, _ = generator([z], truncation=args.truncation, truncation_latent=latent_avg, randomize_noise=False)
             images.append(img.cpu())
     grid = torch.cat(images)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, args.out, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(args.out.suffix.lower(), "PNG")
+    try:
+        atomic_write(args.out, lambda f: save_image(grid, f, format=fmt, nrow=math.ceil(math.sqrt(args.n)),
+                                                    normalize=True, value_range=(-1, 1)))
+    except OSError as err:  # wagi.fileio.WriteError: a file in the way, a full disk, a read-only folder
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.n} samples ({generator.size}x{generator.size}, truncation {args.truncation}) to {args.out}")
     return 0
 

@@ -317,6 +317,13 @@ def test_generate_script(tmp_path, capsys):
     assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 1
     assert main(["--n", "2", "--size", "16", "--out", str(tmp_path / "random.png")]) == 0
     assert "randomly initialised" in capsys.readouterr().out
+    (tmp_path / "a_file").write_text("x")
+    assert main(["--n", "2", "--size", "16", "--out", str(tmp_path / "a_file" / "g.png")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {tmp_path / 'a_file' / 'g.png'}: a part of the path is a file, not a folder\n"
+    with pytest.raises(SystemExit):  # argparse: one usage line, exit 2
+        main(["--n", "100000000", "--out", str(tmp_path / "huge.png")])
+    assert "must be <= 4096" in capsys.readouterr().err
 
 
 def test_to_rgb_kernel_3_round_trips_and_is_inferred(tmp_path):
