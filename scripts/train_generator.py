@@ -48,7 +48,7 @@ def _export(args, cfg) -> int:
         src = Path(cfg.experiment.out_dir) / cfg.experiment.name / CHECKPOINT_DIR / LATEST
     try:
         out = export_generator(src, args.export)
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
+    except (OSError, CheckpointError, ValueError) as e:  # OSError: a missing source, a refused write
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"exported g_ema of {src} to {out} ({out.stat().st_size / 2 ** 20:.2f} MiB, fp16)")
