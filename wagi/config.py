@@ -183,8 +183,8 @@ class FusionConfig:
     gate_init: float = 0.0                 # 0 ⇒ at step 0 the output equals the plain generator's
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
     edit_mode: str = _choice("reuse", ("reuse", "recompute"))  # edits: the reconstruction's corrections, or new ones
-    edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.1, 0.3, 0])  # [lo, hi, dilate] or null
-    edit_signal: str = _choice("high", ("high", "pixel"))  # what the edit gate measures
+    edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.02, 0.06, 1])  # [lo, hi, dilate] or null
+    edit_signal: str = _choice("pixel", ("high", "pixel"))  # what the edit gate measures
 
 
 @dataclass
