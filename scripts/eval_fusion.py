@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override each model's fusion.edit_mode (ablations)")
     p.add_argument("--edit-gate", type=_gate, default=None, metavar="LO,HI,DILATE|none",
                    help="override each model's fusion.edit_gate (ablations)")
+    p.add_argument("--drop-level", type=positive_int, action="append", default=[], metavar="R",
+                   help="leave out the fusion's corrections at feature resolution R (ablation; repeatable)")
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--out", type=Path, default=Path("outputs") / "fusion_eval")
@@ -154,7 +156,8 @@ def markdown(results, meta) -> str:
     lines = [f"# Fusion on vs off ({meta['n_faces']} held-out faces, seeds {meta['seed_offset']}+"
              f"{', 2 photos' if meta['photos'] else ''}; {meta['device']})", ""]
     for name, r in results.items():
-        lines += [f"## {name} (edit_mode {r['edit_mode']}, edit_gate {r['edit_gate']})", "",
+        lines += [f"## {name} (fused resolutions {r['fused_resolutions']}, edit_mode {r['edit_mode']}, "
+                  f"edit_gate {r['edit_gate']})", "",
                   "| edit | strength | pixel change kept | high-band change kept |", "|---|---|---|---|"]
         for e, k in r["kept"].items():
             lines.append(f"| {e} | {r['strengths'][e]:g} | {k['pixel']:.3f} | {k['high']:.3f} |")
@@ -200,6 +203,12 @@ def main(argv=None) -> int:
         if not isinstance(model.fusion, WaveletFusion):
             print(f"--model {name}: skipped: it has no wavelet fusion", file=sys.stderr)
             continue
+        unknown = [r for r in args.drop_level if r not in model.fusion.resolutions]
+        if unknown:
+            print(f"--model {name}: skipped: --drop-level {unknown[0]} is not one of its fusion resolutions "
+                  f"{model.fusion.resolutions}", file=sys.stderr)
+            continue
+        model.fusion.resolutions = [r for r in model.fusion.resolutions if r not in args.drop_level]
         if args.edit_mode:
             model.fusion.edit_mode = args.edit_mode
         if args.edit_gate:
@@ -217,6 +226,7 @@ def main(argv=None) -> int:
                 continue
             edits[dname] = (d.direction.to(device), float(d.strength))
         r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress)
+        r["fused_resolutions"] = list(model.fusion.resolutions)
         r["edit_mode"] = model.fusion.edit_mode
         r["edit_gate"] = list(model.fusion.edit_gate) if model.fusion.edit_gate else None
         r["strengths"] = {e: s for e, (_, s) in edits.items()}
