@@ -13,7 +13,8 @@ For each model with a wavelet fusion (wagi/editing/fidelity.py):
   (center-cropped and resized to the model's size);
 * colour: the low band (LL) L2 of the reconstruction, fused and unfused, and the mean colour offset of the
   fused image against the unfused one (the drift coarse-level corrections cause).
-Faces are the edit benchmark's held-out range (seeds 1,003,000+). Writes --out/fusion.md and fusion.json.
+Faces are the edit benchmark's held-out range (seeds 1,003,000+) unless --seed-offset says otherwise.
+Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate. Writes --out/fusion.md and fusion.json.
 """
 import argparse
 import json
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override each model's fusion.edit_gate (ablations)")
     p.add_argument("--drop-level", type=positive_int, action="append", default=[], metavar="R",
                    help="leave out the fusion's corrections at feature resolution R (ablation; repeatable)")
+    p.add_argument("--cascade", action="store_true",
+                   help="ablation: compute each level's corrections from the residual the coarser levels left")
+    p.add_argument("--no-edits", action="store_true", help="lattice and colour only (no change-kept table)")
+    p.add_argument("--seed-offset", type=int, default=EDIT_TEST_SEED_OFFSET,
+                   help="first demo face seed (default: the edit benchmark's held-out range)")
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--out", type=Path, default=Path("outputs") / "fusion_eval")
@@ -116,7 +122,19 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool):
+def cascade_invert(model: WaGI, x: torch.Tensor):
+    """Like ``model.invert`` but each fused level, coarse to fine, sees the residual left by the coarser ones."""
+    w = model.encode(x)
+    branches = model.synthesize(w)
+    base = model.compose(branches)
+    corr = {}
+    for r in sorted(model.fusion.resolutions):
+        cur = model.compose(branches, corr) if corr else base
+        corr[r] = model.fusion(x, cur, source_map=x - cur)[r]
+    return model.compose(branches, corr), w, {"base": base}
+
+
+def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool, cascade: bool = False):
     sets = {"faces": faces} if photos is None else {"faces": faces, "photos": photos}
     res = {"lattice": {}, "colour": {}, "kept": {}}
     for set_name, imgs in sets.items():
@@ -125,7 +143,7 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
         offset = []
         for i in range(0, imgs.shape[0], batch):
             x = resize(imgs[i:i + batch], model.image_size)
-            fused, w, ex = model.invert(x)
+            fused, w, ex = cascade_invert(model, x) if cascade else model.invert(x)
             base = ex["base"]
             for fuse, out in ((True, fused), (False, base)):
                 errs[fuse].append(out - x)
@@ -191,7 +209,7 @@ def main(argv=None) -> int:
         return fail(str(err))
     t0 = time.time()
     progress = not args.no_progress
-    seeds = range(EDIT_TEST_SEED_OFFSET, EDIT_TEST_SEED_OFFSET + args.n)
+    seeds = range(args.seed_offset, args.seed_offset + args.n)
     faces = torch.stack([face_tensor(render_face(s)) for s in tqdm(seeds, desc="faces", disable=not progress)])
     results = {}
     for name, path in models.items():
@@ -216,16 +234,17 @@ def main(argv=None) -> int:
         photos = None if args.no_photos else sample_photos(model.image_size).to(device)
         comps, _ = sefa_directions(model.generator)
         edits = {}
-        for k in range(3):
+        for k in range(0 if args.no_edits or args.cascade else 3):
             for sign in (1, -1):
                 edits[f"sefa{k}{'+' if sign > 0 else '-'}"] = (comps[k].to(device), sign * args.strength)
-        for dname, d in shipped.items():
+        for dname, d in ({} if args.no_edits or args.cascade else shipped).items():
             try:
                 check_direction_fits(d.entry, model.generator, dname)
             except ValueError:
                 continue
             edits[dname] = (d.direction.to(device), float(d.strength))
-        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress)
+        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress, args.cascade)
+        r["cascade"] = args.cascade
         r["fused_resolutions"] = list(model.fusion.resolutions)
         r["edit_mode"] = model.fusion.edit_mode
         r["edit_gate"] = list(model.fusion.edit_gate) if model.fusion.edit_gate else None
@@ -233,7 +252,7 @@ def main(argv=None) -> int:
         results[name] = r
     if not results:
         return fail("no model with a wavelet fusion could be evaluated")
-    meta = {"n_faces": args.n, "seed_offset": EDIT_TEST_SEED_OFFSET, "photos": not args.no_photos,
+    meta = {"n_faces": args.n, "seed_offset": args.seed_offset, "photos": not args.no_photos,
             "device": str(device), "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}
     md = markdown(results, meta)
     atomic_write(args.out / "fusion.md", md)

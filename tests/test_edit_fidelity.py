@@ -132,3 +132,13 @@ def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, mod
     assert c["LL_fused"] > 0 and c["LL_unfused"] > 0 and c["mean_colour_offset"] >= 0
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    # ablations: one level left out, or each level from the residual the coarser ones left
+    levels = models[("reuse", "null")].fusion.resolutions
+    abl = subprocess.run(cmd + ["--overwrite", "--no-photos", "--drop-level", str(levels[0]), "--cascade"],
+                         capture_output=True, text=True, timeout=300)
+    assert abl.returncode == 0, abl.stderr
+    res = json.loads((out / "fusion.json").read_text())["results"]["tiny"]
+    assert res["fused_resolutions"] == levels[1:] and res["cascade"] and res["kept"] == {}
+    assert set(res["lattice"]) == {"faces"}
+    bad = subprocess.run(cmd + ["--overwrite", "--drop-level", "3"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--drop-level 3" in bad.stderr
