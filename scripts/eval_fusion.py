@@ -140,6 +140,7 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
     for set_name, imgs in sets.items():
         errs = {True: [], False: []}
         ll = {True: [], False: []}
+        high = {True: [], False: []}
         offset = []
         for i in range(0, imgs.shape[0], batch):
             x = resize(imgs[i:i + batch], model.image_size)
@@ -147,7 +148,9 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
             base = ex["base"]
             for fuse, out in ((True, fused), (False, base)):
                 errs[fuse].append(out - x)
-                ll[fuse].append(wv.subband_mse(out, x, reduce_batch=False)["LL"])
+                bands = wv.subband_mse(out, x, reduce_batch=False)
+                ll[fuse].append(bands["LL"])
+                high[fuse].append((bands["LH1"] + bands["HL1"] + bands["HH1"]) / 3)
             offset.append((fused - base).mean((2, 3)).abs().mean(1))
             if set_name == "faces":
                 for name, (d, s) in edits.items():
@@ -165,6 +168,8 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
         res["lattice"][set_name] = lat
         res["colour"][set_name] = {"LL_fused": _mean(torch.cat(ll[True]).tolist()),
                                    "LL_unfused": _mean(torch.cat(ll[False]).tolist()),
+                                   "high_fused": _mean(torch.cat(high[True]).tolist()),
+                                   "high_unfused": _mean(torch.cat(high[False]).tolist()),
                                    "mean_colour_offset": _mean(torch.cat(offset).tolist())}
     res["kept"] = {n: {k: _mean(v) for k, v in d.items()} for n, d in res["kept"].items()}
     return res
@@ -183,10 +188,11 @@ def markdown(results, meta) -> str:
         for s, lat in r["lattice"].items():
             for p in LATTICE_PERIODS:
                 lines.append(f"| {s} | {p} | {lat['fused'][p]:.3f} | {lat['unfused'][p]:.3f} | {lat['margin'][p]:+.3f} |")
-        lines += ["", "| images | LL L2 fused | LL L2 unfused | mean colour offset fused vs unfused |",
-                  "|---|---|---|---|"]
+        lines += ["", "| images | LL L2 fused | LL L2 unfused | high-band L2 fused | high-band L2 unfused | "
+                      "mean colour offset fused vs unfused |", "|---|---|---|---|---|---|"]
         for s, c in r["colour"].items():
-            lines.append(f"| {s} | {c['LL_fused']:.5f} | {c['LL_unfused']:.5f} | {c['mean_colour_offset']:.4f} |")
+            lines.append(f"| {s} | {c['LL_fused']:.5f} | {c['LL_unfused']:.5f} | {c['high_fused']:.5f} | "
+                         f"{c['high_unfused']:.5f} | {c['mean_colour_offset']:.4f} |")
         lines.append("")
     return "\n".join(lines)
 
