@@ -109,7 +109,7 @@ def sample_photos(size: int) -> torch.Tensor:
 
     out = []
     for img in load_sample_images().images:
-        t = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
+        t = torch.tensor(img).permute(2, 0, 1).float() / 127.5 - 1  # a copy: the arrays are read-only
         h, w = t.shape[-2:]
         s = min(h, w)
         t = t[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
