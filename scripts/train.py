@@ -48,13 +48,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     from wagi.checkpoint import CheckpointError
+    from wagi.fileio import RunFolderInUse
     from wagi.imageio import ImageIOError
     from wagi.training import Trainer
     from wagi.training.distributed import cleanup
 
     try:
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # OSError: also an unwritable run folder
+    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: also an unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:

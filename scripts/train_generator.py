@@ -84,6 +84,7 @@ def main(argv=None) -> int:
         p.error("--config is required (except with --export --checkpoint)")
 
     from wagi.checkpoint import CheckpointError
+    from wagi.fileio import RunFolderInUse
     from wagi.imageio import ImageIOError
     from wagi.training.distributed import cleanup
     from wagi.training.gan import GANTrainer
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     try:
         trainer = GANTrainer(cfg, resume=None if benchmark else args.resume,
                              progress=not (args.no_progress or benchmark), write=not benchmark)
-    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # OSError: also an unwritable run folder
+    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: also an unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:

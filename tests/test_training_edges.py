@@ -125,6 +125,7 @@ def test_a_second_run_on_one_folder_is_refused_and_temps_are_cleaned(tmp_path, c
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert rc == 2 and len(err) == 1 and "is in use by pid" in err[0], err
         assert not (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").read_text() == ""
+        assert not (run / "config.yaml").exists()  # refused before it wrote the running run's config
     assert stale.exists()  # the refused run touched nothing
     assert load_script("train").main(args) == 0
     assert not stale.exists() and "removed 1 temporary file(s)" in capsys.readouterr().err

@@ -57,6 +57,7 @@ from ..checkpoint import (
 )
 from ..models.swagan import Discriminator, Generator
 from . import data as D
+from ..fileio import RunLock
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, holding_run_folder, resolve_resume,
                      restore_signal_handlers, restoring_from, rng_state, save_and_prune, seed_everything,
                      set_rng_state, step_checkpoint_name, training_device)
@@ -351,7 +352,8 @@ class GANTrainer(StopControl):
         self.logger = RunLogger(self.run_dir, self.dist.is_main and write)
         if self.dist.is_main and write:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_gan_config(cfg, self.run_dir / "config.yaml")
+            with RunLock(self.run_dir):  # a second run on a busy folder stops here, before writing anything
+                save_gan_config(cfg, self.run_dir / "config.yaml")
         self._reset_stats()
         self._first_bad = {t: torch.full((), NO_BAD_STEP, dtype=torch.long, device=self.device) for t in LOSS_TERMS}
         self._preloaded: Optional[PreloadedImages] = None

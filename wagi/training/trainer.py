@@ -41,6 +41,7 @@ from .. import wavelets as wv
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
+from ..fileio import RunLock
 from ..models.fusion import random_perspective, resize
 from ..models.wagi import WaGI, build_generator
 from . import data as D
@@ -174,7 +175,8 @@ class Trainer(StopControl):
 
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            with RunLock(self.run_dir):  # a second run on a busy folder stops here, before writing anything
+                save_config(cfg, self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, self.dist.is_main)
         self._set_train_modes()
 
