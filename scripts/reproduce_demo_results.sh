@@ -23,4 +23,7 @@ EDITS=${EDIT_DIR:-outputs/edit_benchmark}
 $PY scripts/eval_edits.py --n 200 --device cpu --out "$EDITS" --overwrite --no-progress
 cp "$EDITS/edits_figure.png" docs/img/results_edits.png
 $PY scripts/fd_judge.py --n 5000 --device cpu --json "$EDITS/fd_judge.json"
-echo "tables: $OUTDIR/results.md, $EDITS/edits.md"
+$PY scripts/eval_fusion.py --n 100 --device cpu --out "$EDITS/fusion" --overwrite --no-progress
+$PY scripts/eval_fusion.py --n 100 --device cpu --edit-mode recompute --edit-gate none --out "$EDITS/fusion_before" \
+  --overwrite --no-progress
+echo "tables: $OUTDIR/results.md, $EDITS/edits.md, $EDITS/fusion/fusion.md"
