@@ -33,7 +33,7 @@ quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, ex
 
 import torch  # noqa: E402
 
-from wagi.bundle import BundleError, read_manifest  # noqa: E402
+from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
 from wagi.cli import positive_int  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing.benchmark import (EDIT_TEST_SEED_OFFSET, EditBenchmark, csv_text, edit_figure, json_text,  # noqa: E402
@@ -80,21 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _models(args):
-    manifest = read_manifest(args.bundle)["models"]
-    bundled = {n: args.bundle / e["file"] for n, e in manifest.items() if e.get("kind") == "wagi"}
-    if not args.model:
-        return bundled
-    out = {}
-    for spec in args.model:
-        name, eq, path = spec.partition("=")
-        if eq:
-            out[name] = Path(path)
-        elif name in bundled:
-            out[name] = bundled[name]
-        else:
-            raise BundleError(f"--model {name}: not a bundled model (bundled: {', '.join(sorted(bundled))}); "
-                              "give NAME=PATH for another checkpoint")
-    return out
+    return resolve_model_specs(args.bundle, args.model)
 
 
 def main(argv=None) -> int:

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from wagi import wavelets as wv  # noqa: E402
-from wagi.bundle import BundleError, read_manifest  # noqa: E402
+from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
 from wagi.cli import positive_int  # noqa: E402
 from wagi.data.demo_faces import face_tensor, render_face  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
@@ -89,18 +89,7 @@ def _gate(text: str):
 
 
 def _models(args):
-    manifest = read_manifest(args.bundle)["models"]
-    bundled = {n: args.bundle / e["file"] for n, e in manifest.items() if e.get("kind") == "wagi"}
-    out = {}
-    for spec in args.model or ["wagi"]:
-        name, eq, path = spec.partition("=")
-        if eq:
-            out[name] = Path(path)
-        elif name in bundled:
-            out[name] = bundled[name]
-        else:
-            raise BundleError(f"--model {name}: not a bundled model (bundled: {', '.join(sorted(bundled))})")
-    return out
+    return resolve_model_specs(args.bundle, args.model or ["wagi"])
 
 
 def sample_photos(size: int) -> torch.Tensor:

@@ -307,6 +307,27 @@ def _prepare(item: BundleItem, tmp: Path, max_bytes: int, note: Optional[str]) -
 # ---------------------------------------------------------------------------------------------- bundle
 
 
+def resolve_model_specs(bundle_dir: PathLike, specs: Sequence[str]) -> Dict[str, Path]:
+    """``--model`` values (a bundled model name, or NAME=PATH) to ``{name: path}``; no specs: every WaGI model
+    of the bundle. An unknown name is a :class:`BundleError` listing the bundled ones."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)["models"]
+    bundled = {n: bundle_dir / e["file"] for n, e in manifest.items() if e.get("kind") == "wagi"}
+    if not specs:
+        return bundled
+    out: Dict[str, Path] = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if eq:
+            out[name] = Path(path)
+        elif name in bundled:
+            out[name] = bundled[name]
+        else:
+            raise BundleError(f"--model {name}: not a bundled model (bundled: {', '.join(sorted(bundled))}); "
+                              "give NAME=PATH for another checkpoint")
+    return out
+
+
 def read_manifest(out_dir: PathLike, missing_ok: bool = False) -> Dict[str, Any]:
     """The bundle's manifest (an empty one when absent and ``missing_ok``)."""
     path = Path(out_dir) / MANIFEST_NAME
