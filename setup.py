@@ -22,5 +22,5 @@ setup(
     package_data={"wagi.ops": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"]},
     include_package_data=True,
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": _requirements("requirements-test.txt")},
+    extras_require={"test": _requirements("requirements-test.txt"), "app": _requirements("requirements-app.txt")},
 )

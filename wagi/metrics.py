@@ -584,9 +584,9 @@ def json_report(ev: Evaluation) -> str:
     return json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
-def _figure_png(fig) -> bytes:
+def _figure_png(fig, dpi: int = 120) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -635,39 +635,48 @@ def example_key(ev: Evaluation) -> Optional[str]:
 
 
 def plot_subband_example(ev: Evaluation, key: str) -> bytes:
-    """PNG of the level-1 Haar sub-bands of image ``key``: rows GT and each method; columns the image,
-    LL (shown as colours, LL/2 is the 2x2 block mean) and |LH|, |HL|, |HH| (channel mean, one colour
-    scale per band column, clipped at the 99.5th percentile so a few edges do not flatten the rest)."""
+    """PNG of the level-1 Haar sub-bands of image ``key``: rows GT and each method (see :func:`plot_subbands`)."""
+    rows = [("ground truth", next(r["gt_path"] for r in next(iter(ev.methods.values())).rows if r["name"] == key))]
+    rows += [(n, next(r["method_path"] for r in m.rows if r["name"] == key)) for n, m in ev.methods.items()]
+    images = [(title, load_image(path, ev.size, ev.policy)) for title, path in rows]
+    return plot_subbands(images, f"Haar sub-bands (level 1) of {key}")
+
+
+def plot_subbands(images: Sequence[Tuple[str, torch.Tensor]], title: str = "", tile_inches: float = 2.2,
+                  dpi: int = 120) -> bytes:
+    """PNG of the level-1 Haar sub-bands of images ``(3, S, S)`` in [-1, 1] (the paper's Figure 2a): one row
+    per ``(name, image)``; columns the image, LL (shown as colours, LL/2 is the 2x2 block mean) and |LH|,
+    |HL|, |HH| (channel mean, one colour scale per band column, clipped at the 99.5th percentile so a few
+    edges do not flatten the rest)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [("ground truth", next(r["gt_path"] for r in next(iter(ev.methods.values())).rows if r["name"] == key))]
-    rows += [(n, next(r["method_path"] for r in m.rows if r["name"] == key)) for n, m in ev.methods.items()]
     panels = []
-    for title, path in rows:
-        x = load_image(path, ev.size, ev.policy).unsqueeze(0).double()
+    for name, img in images:
+        x = img.detach().to("cpu").unsqueeze(0).double()
         bands = split_bands(dwt(x))
-        panels.append((title, x[0], {b: t[0] for b, t in bands.items()}))
+        panels.append((name, x[0], {b: t[0] for b, t in bands.items()}))
     vmax = {b: max(float(np.percentile(p[2][b].abs().mean(0).numpy(), 99.5)) for p in panels) or 1e-12
             for b in HIGH_BANDS}
-    fig = Figure(figsize=(2.2 * 5, 2.2 * len(panels)))
+    fig = Figure(figsize=(tile_inches * 5, tile_inches * len(panels)))
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(len(panels), 5))
-    for i, (title, img, bands) in enumerate(panels):
+    for i, (name, img, bands) in enumerate(panels):
         to_rgb = lambda t: ((t.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()  # noqa: E731
         axes[i, 0].imshow(to_rgb(img), interpolation="nearest")
         axes[i, 1].imshow(to_rgb(bands["LL"] / 2.0), interpolation="nearest")
         for j, b in enumerate(HIGH_BANDS, start=2):
             axes[i, j].imshow(bands[b].abs().mean(0).numpy(), cmap="magma", vmin=0.0, vmax=vmax[b],
                               interpolation="nearest")
-        axes[i, 0].set_ylabel(title)
+        axes[i, 0].set_ylabel(name)
     for j, t in enumerate(["image", "LL", "|LH|", "|HL|", "|HH|"]):
         axes[0, j].set_title(t)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Haar sub-bands (level 1) of {key}")
-    return _figure_png(fig)
+    if title:
+        fig.suptitle(title)
+    return _figure_png(fig, dpi)
 
 
 def write_report(ev: Evaluation, out_dir: PathLike, overwrite: bool = False,
