@@ -89,6 +89,7 @@ class InversionCache:
         self.capacity = capacity
         self._items: "OrderedDict[tuple, Inversion]" = OrderedDict()
         self.session_id = uuid.uuid4().hex  # names this session's download folder
+        self.last_edit: Optional[Tuple[Inversion, torch.Tensor, torch.Tensor]] = None  # (inversion, image, w+)
 
     def get(self, key: tuple) -> Optional[Inversion]:
         item = self._items.get(key)
@@ -307,38 +308,66 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
         return gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
     def run_invert(path, model_name, cache):
-        if cache is None:
-            cache = InversionCache()
         if not path:
             raise gr.Error("pick an example or upload an image first")
-        try:
-            inv = engine.invert(model_name, path, cache)
-            _, latent = engine.write_downloads(cache, inv.recon, inv.w_plus)
+
+        def go():
+            c = cache if cache is not None else InversionCache()
+            inv = engine.invert(model_name, path, c)
+            _, latent = engine.write_downloads(c, inv.recon, inv.w_plus)
             return (to_pil(inv.x), to_pil(inv.recon), to_pil(inv.base), engine.metrics(inv),
-                    engine.subband_view(inv, inv.recon, "reconstruction"), latent, cache)
+                    engine.subband_view(inv, inv.recon, "reconstruction"), latent, c)
+        return guarded("inversion", go)
+
+    def guarded(what, fn):
+        """``fn()``, with every failure turned into a one-line message in the page."""
+        try:
+            return fn()
+        except gr.Error:
+            raise
         except (ImageIOError, ValueError, BundleError, OSError) as err:
             raise fail(err) from None
         except Exception as err:  # keep serving whatever happened; the log has the details
-            logger.exception("invert failed")
-            raise gr.Error(f"inversion failed: {type(err).__name__}: {err}") from None
+            logger.exception("%s failed", what)
+            raise gr.Error(f"{what} failed: {type(err).__name__}: {err}") from None
+
+    def edit_step(path, model_name, fuse, values, cache):
+        """The edit of the sliders' ``values``, kept in the session as ``cache.last_edit``."""
+        cache = cache if cache is not None else InversionCache()
+        if not path:
+            raise gr.Error("pick an example or upload an image first")
+        inv = engine.invert(model_name, path, cache)
+        strengths = {s.key: float(v or 0.0) for s, v in zip(engine.sliders, values)}
+        image, w = engine.edit(inv, strengths, fuse=bool(fuse))
+        cache.last_edit = (inv, image, w)
+        return cache
+
+    def views_step(cache):
+        inv, image, w = cache.last_edit
+        png, pt = engine.write_downloads(cache, image, w)
+        return engine.subband_view(inv, image, "edited"), png, pt
 
     def run_edit(path, model_name, fuse, *values_and_cache):
         *values, cache = values_and_cache
-        if cache is None:
-            cache = InversionCache()
-        if not path:
-            raise gr.Error("pick an example or upload an image first")
-        try:
-            inv = engine.invert(model_name, path, cache)
-            strengths = {s.key: float(v or 0.0) for s, v in zip(engine.sliders, values)}
-            image, w = engine.edit(inv, strengths, fuse=bool(fuse))
-            png, pt = engine.write_downloads(cache, image, w)
-            return to_pil(image), engine.subband_view(inv, image, "edited"), png, pt, cache
-        except (ImageIOError, ValueError, BundleError, OSError) as err:
-            raise fail(err) from None
-        except Exception as err:
-            logger.exception("edit failed")
-            raise gr.Error(f"edit failed: {type(err).__name__}: {err}") from None
+
+        def go():
+            c = edit_step(path, model_name, fuse, values, cache)
+            return (to_pil(c.last_edit[1]), *views_step(c), c)
+        return guarded("edit", go)
+
+    def run_edit_image(path, model_name, fuse, *values_and_cache):
+        """The page's live edit: the edited image first; the sub-band view and downloads follow (views_step)."""
+        *values, cache = values_and_cache
+
+        def go():
+            c = edit_step(path, model_name, fuse, values, cache)
+            return to_pil(c.last_edit[1]), c
+        return guarded("edit", go)
+
+    def run_edit_views(cache):
+        if cache is None or cache.last_edit is None:
+            raise gr.Error("nothing edited yet")
+        return guarded("edit", lambda: views_step(cache))
 
     # API parameter names: one per slider (``glasses``, ``sefa_0``), so scripts can pass strengths by name.
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -386,14 +415,19 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
         pick_example.__annotations__["evt"] = gr.SelectData  # Gradio passes the click by this annotation
 
         gallery.select(pick_example, None, upload, api_name=False)
+
+        def live_edit(trigger, **kw):
+            trigger(run_edit_image, edit_inputs, [edited, cache], api_name=False, **kw).success(
+                run_edit_views, cache, [subbands, result_file, latent_file], api_name=False)
+
         for trigger in (upload.change, model.change):
             trigger(run_invert, [upload, model, cache], invert_outputs, api_name=False).success(
-                run_edit, edit_inputs, edit_outputs, api_name=False)
+                run_edit_image, edit_inputs, [edited, cache], api_name=False).success(
+                run_edit_views, cache, [subbands, result_file, latent_file], api_name=False)
         for s in sliders:
-            s.release(run_edit, edit_inputs, edit_outputs, api_name=False, trigger_mode="always_last")
-        fuse.change(run_edit, edit_inputs, edit_outputs, api_name=False)
-        reset.click(lambda: [0.0] * len(sliders), None, sliders, api_name=False).then(
-            run_edit, edit_inputs, edit_outputs, api_name=False)
+            live_edit(s.release, trigger_mode="always_last")
+        live_edit(fuse.change)
+        live_edit(reset.click(lambda: [0.0] * len(sliders), None, sliders, api_name=False).then)
         # The scriptable endpoints (gradio_client): same functions, visible names.
         api_invert = gr.Button(visible=False)
         api_invert.click(run_invert, [upload, model, cache], invert_outputs, api_name="invert")
