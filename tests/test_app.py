@@ -195,3 +195,12 @@ def test_app_script_refuses_a_missing_checkpoint(capsys):
     assert app.main(["--ckpt", "no/such/model.pt"]) == 2
     assert "no/such/model.pt: file not found" in capsys.readouterr().err
     assert app.build_parser().parse_args([]).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("name", ["hfgi", "l2_restyle", "wavelet_restyle"])
+def test_app_every_bundled_model_inverts_and_edits(engine, name):
+    inv = engine.invert(name, EXAMPLE, InversionCache())
+    assert inv.model == name and inv.recon.shape == (1, 3, 128, 128) and torch.isfinite(inv.recon).all()
+    assert set(engine.directions(name)) == {s.key for s in engine.sliders}  # one generator: every slider applies
+    image, _ = engine.edit(inv, {"shipped:glasses": 8.0})
+    assert (image - inv.recon).abs().mean() > MIN_EDIT_CHANGE

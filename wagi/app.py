@@ -397,10 +397,17 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
                     edited = gr.Image(label="edited", type="pil", interactive=False, elem_id="edited",
                                       format="png")
                 metrics = gr.Markdown(label="per-band L2 and PSNR", elem_id="metrics")
-                sliders = [gr.Slider(-s.limit, s.limit, value=0.0, step=s.step, label=s.label,
-                                     elem_id=f"slider-{s.key.replace(':', '-')}") for s in engine.sliders]
-                subbands = gr.Image(label="Haar sub-bands (level 1): input vs output", type="pil",
+                sliders = []
+                with gr.Row():  # shipped directions left, SeFa components right
+                    for kind in ("shipped", "sefa"):
+                        with gr.Column(min_width=240):
+                            sliders += [gr.Slider(-s.limit, s.limit, value=0.0, step=s.step, label=s.label,
+                                                  elem_id=f"slider-{s.key.replace(':', '-')}")
+                                        for s in engine.sliders if s.key.startswith(kind + ":")]
+                subbands = gr.Image(label="Haar sub-bands (level 1): input vs output", type="pil", show_label=False,
                                     interactive=False, elem_id="subbands", format="png")
+                gr.Markdown("Haar sub-bands (level 1) of the input and the output: LL as colours, |LH|, |HL|, "
+                            "|HH| as heat maps (one scale per band column).")
                 with gr.Row():
                     result_file = gr.File(label="result image", elem_id="result-file")
                     latent_file = gr.File(label="latent code w+ (.pt)", elem_id="latent-file")
