@@ -1,10 +1,13 @@
 """Sample a grid of images from a SWAGAN generator checkpoint.
 
-    python scripts/generate.py --ckpt pretrained/demo_swagan.pt --n 16 --truncation 0.7 --out samples.png
+    python scripts/generate.py                                   # the bundled demo generator -> outputs/samples.png
+    python scripts/generate.py --ckpt pretrained/demo/wagi.pt    # the generator inside a WaGI model
+    python scripts/generate.py --ckpt g.pt --n 16 --truncation 0.7 --out outputs/g.png
 
-Without ``--ckpt`` a randomly initialised small generator is used (a smoke test of the pipeline;
+Without ``--ckpt`` the bundled demo generator (``pretrained/demo/swagan128.pt``) is sampled;
+``--random`` samples a randomly initialised small generator instead (a smoke test of the pipeline;
 its images are noise-like patterns). Truncation uses the checkpoint's ``latent_avg`` or, when it
-has none, the mean of 4096 mapped samples.
+has none, the mean of 4096 mapped samples. Usage errors exit 2, failures while running exit 1.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from wagi.cli import add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -23,7 +26,11 @@ from torchvision.utils import save_image
 from wagi.checkpoint import CheckpointError, LATENT_AVG_SAMPLES, LATENT_AVG_SEED, load_generator
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.fileio import atomic_write
+from wagi.inference import PROJECT_ROOT, resolve_checkpoint
 from wagi.models.swagan import Generator
+
+DEMO_GENERATOR = PROJECT_ROOT / "pretrained" / "demo" / "swagan128.pt"  # bundled with the repository
+DEFAULT_OUT = Path("outputs") / "samples.png"  # relative to the working directory, like any output
 
 RANDOM_GENERATOR_SIZE = 64
 RANDOM_GENERATOR_CHANNEL_MAX = 64  # small enough to build and run on a CPU in a second
@@ -31,16 +38,22 @@ BATCH = 16  # images per generator call
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", type=Path, default=None, help="generator checkpoint (WaGI or rosinality format)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=DefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", type=Path, default=None,
+                     help="generator checkpoint (WaGI generator or model, or rosinality format); "
+                          "default: the bundled demo generator pretrained/demo/swagan128.pt")
+    src.add_argument("--random", action="store_true",
+                     help=f"sample a randomly initialised {RANDOM_GENERATOR_SIZE}px generator (a pipeline smoke test)")
     p.add_argument("--size", type=int, default=None,
                    help=f"output size; checked against the checkpoint (random generator: {RANDOM_GENERATOR_SIZE})")
     p.add_argument("--n", type=batch_size, default=16, help="number of images, 1 to 4096 (one grid image)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (1 = none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled z")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="grid image (.png or .jpg)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run")
     add_trust_flag(p)
     args = p.parse_args(argv)
     if not 0 <= args.truncation <= 1:
@@ -52,27 +65,31 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.out.exists() and not args.overwrite:
         print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 1
+        return 2
+    if args.out.is_dir():
+        print(f"error: --out {args.out} is a folder, not an image file", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
-    except ValueError as err:
+        ckpt = None if args.random else resolve_checkpoint(args.ckpt, DEMO_GENERATOR)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
 
-    if args.ckpt is not None:
+    if ckpt is not None:
         try:
-            generator, latent_avg, info = load_generator(args.ckpt, size=args.size, map_location="cpu",
+            generator, latent_avg, info = load_generator(ckpt, size=args.size, map_location="cpu",
                                                          trust=args.trust_checkpoint)
         except (CheckpointError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(f"loaded a {generator.size}x{generator.size} SWAGAN from {args.ckpt} ({info['format']} format)")
+            return 2
+        print(f"loaded a {generator.size}x{generator.size} SWAGAN from {ckpt} ({info['format']} format)")
     else:
         size = args.size or RANDOM_GENERATOR_SIZE
         torch.manual_seed(args.seed)
         generator = Generator(size, channel_max=RANDOM_GENERATOR_CHANNEL_MAX).eval()
         latent_avg = None
-        print(f"no --ckpt given: sampling a randomly initialised {size}x{size} SWAGAN "
+        print(f"--random: sampling a randomly initialised {size}x{size} SWAGAN "
               f"(channels <= {RANDOM_GENERATOR_CHANNEL_MAX}); its images are not meaningful")
     generator.to(device)
 

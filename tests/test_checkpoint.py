@@ -136,7 +136,7 @@ def test_one_trust_opt_in_with_an_unmissable_notice(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--ckpt", str(ckpt), "--n", "1", "--device", "cpu",
            "--out", str(tmp_path / "s.png")]
     refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
-    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "__main__.Opts" in refused.stderr and "pass --trust-checkpoint (config: generator.trust_checkpoint: true)" \
         in refused.stderr
     trusted = subprocess.run(cmd + ["--trust-checkpoint"], capture_output=True, text=True, env=env, timeout=120,
@@ -312,13 +312,13 @@ def test_generate_script(tmp_path, capsys):
     assert main(["--ckpt", str(ckpt), "--n", "4", "--out", str(out), "--device", "cpu"]) == 0
     from PIL import Image
     assert Image.open(out).size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # 2x2 grid, padding 2
-    assert main(["--ckpt", str(ckpt), "--n", "4", "--out", str(out)]) == 1  # no silent overwrite
+    assert main(["--ckpt", str(ckpt), "--n", "4", "--out", str(out)]) == 2  # no silent overwrite: a usage error
     assert "exists" in capsys.readouterr().err
-    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 1
-    assert main(["--n", "2", "--size", "16", "--out", str(tmp_path / "random.png")]) == 0
+    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["--random", "--n", "2", "--size", "16", "--out", str(tmp_path / "random.png")]) == 0
     assert "randomly initialised" in capsys.readouterr().out
     (tmp_path / "a_file").write_text("x")
-    assert main(["--n", "2", "--size", "16", "--out", str(tmp_path / "a_file" / "g.png")]) == 1
+    assert main(["--random", "--n", "2", "--size", "16", "--out", str(tmp_path / "a_file" / "g.png")]) == 1
     err = capsys.readouterr().err
     assert err == f"error: cannot write {tmp_path / 'a_file' / 'g.png'}: a part of the path is a file, not a folder\n"
     with pytest.raises(SystemExit):  # argparse: one usage line, exit 2

@@ -429,6 +429,10 @@ def load_generator(path: PathLike, size: Optional[int] = None, channel_multiplie
     info["generator_kwargs"] = generator.config
 
     latent_avg = ckpt.get("latent_avg")
+    if isinstance(latent_avg, torch.Tensor) and latent_avg.ndim == 2 and latent_avg.shape[0] > 1 \
+            and latent_avg.shape[1] == generator.style_dim and bool((latent_avg == latent_avg[:1]).all()):
+        # A WaGI model file stores latent_avg as w+ (n_latent, style_dim), one row repeated: the generator's w.
+        latent_avg = latent_avg[:1]
     if latent_avg is not None:
         if not isinstance(latent_avg, torch.Tensor) or latent_avg.shape[-1] != generator.style_dim \
                 or latent_avg.numel() != generator.style_dim:

@@ -62,6 +62,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where it says nothing (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == [] or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 MAX_BATCH = 4096  # images per model call; also the config bound (wagi.config.MAX_BATCH)
 
 
