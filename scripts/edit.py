@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Edit images (or saved latents) along a latent direction and write one strip per image over strengths.
 
-    python scripts/edit.py --input photos/ --direction boundary:smile.npy --strengths -3,0,3 --output edits/
+    python scripts/edit.py --input photos/ --direction boundary:smile.npy --strengths -3,0,3 --output outputs/smile/
     python scripts/edit.py --input examples/ --direction boundary:glasses    # a direction shipped with the demo
     python scripts/edit.py --input a.png --direction sefa:0 --layers 0:4
     python scripts/edit.py --input a.png --direction ganspace:54,7,8,20          # HFGI-style GANSpace edit
@@ -48,6 +48,7 @@ from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
 DEFAULT_CKPT = DEMO_CKPT
+DEFAULT_OUTPUT = Path("outputs") / "edits"  # relative to the working directory, inside the ignored outputs/
 NUMERIC_LIST_FLAGS = ("--strengths",)
 
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strengths (default -3,0,3; -s,0,s for a shipped direction of documented "
                         "strength s; 0,0.5,1 for mapper and HFGI GANSpace edits)")
     p.add_argument("--layers", default=None, metavar="START:END", help="apply only to W+ entries [START, END)")
-    p.add_argument("--output", type=Path, default=Path("edits"), help="output folder (default ./edits)")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"output folder (default {DEFAULT_OUTPUT})")
     p.add_argument("--individual", action="store_true", help="also write each strength as its own image")
     p.add_argument("--no-fusion", action="store_true", help="do not re-apply the wavelet fusion to edited images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -83,6 +83,14 @@ def test_edit_images_strips_fusion_and_bad_files(setup, tmp_path, capsys):
     assert _max_diff(minus_p, plus_p) > 10  # the edit does something
 
 
+def test_edit_default_output_is_under_outputs(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert EDIT.main(["--ckpt", str(setup["ckpt"]), "--input", str(setup["good"] / "a.png"), "--direction",
+                      f"boundary:{setup['root'] / 'boundary.npy'}", "--strengths", "0,1", "--device", "cpu"]) == 0
+    assert (tmp_path / "outputs" / "edits" / "a.png").is_file()  # inside the ignored outputs/ folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+
+
 def test_edit_overwrite_individual_and_no_fusion(setup, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--ckpt", str(setup["ckpt"]), "--input", str(setup["good"] / "a.png"), "--direction", "sefa:0",
