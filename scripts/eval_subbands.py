@@ -8,9 +8,11 @@ Files are matched by relative path without extension (ground truth a/b.jpg <-> m
 GT images without a reconstruction, method files without GT and names held by two files (a.jpg and
 a.png) are listed, never silently dropped; every pair is evaluated (no dropped last batch).
 
-Both images of a pair are loaded at --size x --size (default 256, the protocol of pSp/e4e/HFGI;
---policy for non-square images) in [-1, 1]. Per image: the mean squared error of the Haar coefficients
-of every band (LL; LH, HL, HH of each level), each band's share of the total squared error, MSE, PSNR,
+Both images of a pair are loaded at --size x --size (--policy for non-square images) in [-1, 1].
+The default size follows the data: the --ckpt models' image size; without --ckpt, the ground truth's
+size when all its images share one square size; else 256, the protocol of pSp/e4e/HFGI. The size used
+is printed, so a 128-px model is never silently evaluated upsampled. Per image: the mean squared error
+of the Haar coefficients of every band (LL; LH, HL, HH of each level), each band's share of the total squared error, MSE, PSNR,
 SSIM (11x11 Gaussian window, sigma 1.5), and LPIPS and ID similarity when their weights exist (LPIPS:
 torchvision's AlexNet weights in the torch hub cache or --lpips-weights; ID: --id-weights, default
 pretrained/model_ir_se50.pth; a missing default only skips the metric, with a line saying so).
@@ -30,6 +32,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -57,6 +60,25 @@ def _error(message: str) -> None:
 
 
 
+def ground_truth_size(gt_dir: Path) -> Optional[int]:
+    """The side of the images under ``gt_dir`` when every readable one is square and of one size, else None."""
+    from PIL import Image
+
+    sizes = set()
+    for item in find_images(gt_dir):
+        try:
+            with Image.open(item.path) as img:  # reads the header only
+                sizes.add(img.size)
+        except (OSError, ValueError):  # an unreadable file is reported by the evaluation itself
+            continue
+        if len(sizes) > 1:
+            return None
+    if len(sizes) == 1:
+        (w, h), = sizes
+        return w if w == h else None
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
@@ -65,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=named_path, action="append", default=[], metavar="NAME=CKPT",
                    help="invert --gt with this WaGI checkpoint first, then evaluate it as NAME (repeatable)")
     p.add_argument("--levels", type=positive_int, default=1, metavar="L", help="Haar levels (default 1)")
-    p.add_argument("--size", type=positive_int, default=DEFAULT_EVAL_SIZE, metavar="S",
-                   help=f"evaluation size S x S (default {DEFAULT_EVAL_SIZE})")
+    p.add_argument("--size", type=positive_int, default=None, metavar="S",
+                   help="evaluation size S x S (default: the --ckpt models' size, else the ground truth's when all "
+                        f"its images share one square size, else {DEFAULT_EVAL_SIZE})")
     p.add_argument("--policy", choices=POLICIES, default="center_crop",
                    help="how images of another size or shape become S x S (default center_crop)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
@@ -92,7 +115,7 @@ def main(argv=None) -> int:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         p.error(f"method name(s) used twice: {', '.join(duplicates)}")
-    if args.size % (2 ** args.levels):
+    if args.size is not None and args.size % (2 ** args.levels):
         p.error(f"--size {args.size} must be divisible by 2^levels = {2 ** args.levels}")
     if not args.gt.is_dir():
         _error(f"--gt {args.gt}: folder not found")
@@ -128,6 +151,7 @@ def main(argv=None) -> int:
 
     report = LoadReport(log=log_stderr)
     methods = {name: path for name, path in args.method}
+    size_source = "--size"
     if args.ckpt:
         from wagi.checkpoint import CheckpointError
         from wagi.models.wagi import WaGI
@@ -137,27 +161,49 @@ def main(argv=None) -> int:
         except InputNotFoundError as err:
             _error(str(err))
             return 2
+        models = {}
         for name, ckpt in args.ckpt:
             try:
-                model = WaGI.load(ckpt, map_location="cpu").to(device).eval()
+                models[name] = WaGI.load(ckpt, map_location="cpu").eval()
             except (CheckpointError, ValueError, KeyError) as err:
                 _error(f"cannot load --ckpt {name}={ckpt}: {err}")
                 return 2
-            recon_dir = args.out / RECON_DIR / name
-            print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
-            try:
-                summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
-                                        overwrite=args.overwrite, progress=progress, report=report,
-                                        log=lambda _line: None)  # per-file skip lines: one summary line below
-            except OSError as err:  # wagi.fileio.WriteError: the reconstructions' folder cannot be written
-                _error(str(err))
-                return 1
-            if summary.skipped:
-                print(f"{name}: reused {len(summary.skipped)} existing reconstruction(s) in {recon_dir} "
-                      "(pass --overwrite to recompute them)", file=sys.stderr, flush=True)
-            print(f"{name}: {summary.line()}", flush=True)
-            methods[name] = recon_dir
-            del model
+        if args.size is None:
+            sizes = {m.image_size for m in models.values()}
+            if len(sizes) > 1:
+                _error(f"the --ckpt models have different image sizes {sorted(sizes)}; pass --size S")
+                return 2
+            args.size, size_source = sizes.pop(), "the --ckpt models' image size"
+    if args.size is None:
+        try:
+            args.size, size_source = ground_truth_size(args.gt), "the ground truth's image size"
+        except InputNotFoundError as err:
+            _error(str(err))
+            return 2
+        if args.size is None:
+            args.size, size_source = DEFAULT_EVAL_SIZE, "the ground truth has no single square size"
+    if args.size % (2 ** args.levels):
+        _error(f"size {args.size} ({size_source}) is not divisible by 2^levels = {2 ** args.levels}; pass --size S")
+        return 2
+    print(f"evaluating at {args.size}x{args.size} ({size_source})", file=sys.stderr, flush=True)
+
+    for name, ckpt in args.ckpt:
+        model = models.pop(name).to(device)
+        recon_dir = args.out / RECON_DIR / name
+        print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
+        try:
+            summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
+                                    overwrite=args.overwrite, progress=progress, report=report,
+                                    log=lambda _line: None)  # per-file skip lines: one summary line below
+        except OSError as err:  # wagi.fileio.WriteError: the reconstructions' folder cannot be written
+            _error(str(err))
+            return 1
+        if summary.skipped:
+            print(f"{name}: reused {len(summary.skipped)} existing reconstruction(s) in {recon_dir} "
+                  "(pass --overwrite to recompute them)", file=sys.stderr, flush=True)
+        print(f"{name}: {summary.line()}", flush=True)
+        methods[name] = recon_dir
+        del model
 
     try:
         evaluation = evaluate_folders(args.gt, methods, size=args.size, levels=args.levels, policy=args.policy,

@@ -189,6 +189,23 @@ def test_ckpt_inverts_then_evaluates(tmp_path, tiny_ckpt, capsys):
     assert ev.main(args + ["--overwrite"]) == 0
 
 
+def test_default_size_follows_the_model_then_the_ground_truth(tmp_path, tiny_ckpt, capsys):
+    gt = tmp_path / "gt"
+    for i in range(2):
+        _save(_gt(i, 2 * SIZE, 2 * SIZE), gt / f"{i}.png")
+    base = ["--gt", str(gt), "--no-progress", "--device", "cpu", "--batch-size", "2"]
+    model_size = WaGI.load(tiny_ckpt).image_size
+    assert ev.main(base + ["--ckpt", f"tiny={tiny_ckpt}", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["settings"]["size"] == model_size
+    assert f"evaluating at {model_size}x{model_size} (the --ckpt models' image size)" in capsys.readouterr().err
+    assert ev.main(base + ["--method", f"same={gt}", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["settings"]["size"] == 2 * SIZE
+    _save(_gt(2, SIZE, SIZE), gt / "small.png")  # two sizes in the ground truth: the protocol's 256
+    assert ev.main(base + ["--method", f"same={gt}", "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["settings"]["size"] == 256
+    assert "no single square size" in capsys.readouterr().err
+
+
 def test_usage_errors(tmp_path, capsys):
     (tmp_path / "gt").mkdir()
     with pytest.raises(SystemExit) as e:

@@ -160,6 +160,8 @@ def test_perceptual_metrics_skip_without_weights_and_fail_for_given_paths(tmp_pa
     pm = PerceptualMetrics.from_weights(default_id_weights=tmp_path / "absent.pth")
     assert pm.columns == [] and set(pm.skipped) == {"LPIPS", "ID"}
     assert "alexnet" in pm.skipped["LPIPS"] and "model_ir_se50.pth" in pm.skipped["ID"]
+    assert str(tmp_path / "torch_home") in pm.skipped["LPIPS"] and str(tmp_path / "absent.pth") in pm.skipped["ID"]
+    assert not any("lambda" in reason or "set " in reason for reason in pm.skipped.values())  # no training advice
     with pytest.raises(FileNotFoundError):
         PerceptualMetrics.from_weights(lpips_weights=tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError):

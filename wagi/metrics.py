@@ -215,8 +215,10 @@ class PerceptualMetrics(nn.Module):
         """Build what the weights allow. A path given explicitly must work (its error propagates);
         without one, LPIPS looks in the torch hub cache and ID at ``default_id_weights``, and a missing
         file only skips that metric (``skipped`` says why)."""
-        from wagi.losses import IDLoss, LPIPSLoss
+        from wagi.losses import ID_WEIGHTS_FILE, IDLoss, LPIPSLoss, lpips_trunk_dir, lpips_trunk_file
 
+        # The losses' own messages advise on the training config (loss.lambda_*); an evaluation only says what is
+        # missing and where it was looked for.
         skipped: Dict[str, str] = {}
         lp = ident = None
         try:
@@ -224,16 +226,18 @@ class PerceptualMetrics(nn.Module):
         except (FileNotFoundError, ImportError) as err:
             if lpips_weights is not None:
                 raise
-            skipped["LPIPS"] = str(err)
+            skipped["LPIPS"] = (f"torchvision's ImageNet weights '{lpips_trunk_file(lpips_net)}' are not in "
+                                f"'{lpips_trunk_dir()}'" if isinstance(err, FileNotFoundError) else str(err))
         path = id_weights if id_weights is not None else default_id_weights
         if path is not None and id_weights is None and not os.path.isfile(os.fspath(path)):
             path = None
         try:
             ident = IDLoss(path)
-        except FileNotFoundError as err:
+        except FileNotFoundError:
             if id_weights is not None:
                 raise
-            skipped["ID"] = str(err)
+            where = f" at '{os.fspath(default_id_weights)}'" if default_id_weights is not None else ""
+            skipped["ID"] = f"the IR-SE50 ArcFace weights '{ID_WEIGHTS_FILE}' were not found{where}"
         return cls(lp, ident, skipped)
 
     @property
