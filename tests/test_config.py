@@ -48,6 +48,26 @@ def test_missing_file_is_named(tmp_path):
     assert cfg.generator.ckpt.endswith("nope.pt")
 
 
+def test_every_missing_file_is_named_at_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a checkout without the paper's weights and data
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "configs" / "wagi_ffhq1024_encoder.yaml")
+    text = str(info.value)
+    assert text.startswith("5 files or folders not found") and info.value.key == "generator.ckpt"
+    for key in ("generator.ckpt", "encoder.weights", "loss.id_weights", "data.train_dir", "data.test_dir"):
+        assert f"{key}: " in text
+
+
+def test_missing_encoder_of_a_shipped_run_says_which_training_comes_first(tmp_path, monkeypatch):
+    (tmp_path / "pretrained").symlink_to(ROOT / "pretrained")
+    monkeypatch.chdir(tmp_path)  # the demo generator is there, no run has been trained
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "configs" / "demo_wagi.yaml")
+    assert info.value.key == "train.encoder_ckpt"
+    assert "train demo_wavelet_restyle first: python scripts/train.py --config configs/demo_wavelet_restyle.yaml" \
+        in str(info.value)
+
+
 def test_consistency_rules():
     with pytest.raises(ConfigError, match=r"'encoder\.n_iters'"):
         from_dict(_demo(encoder={"kind": "psp", "n_iters": 5}))

@@ -270,14 +270,13 @@ def _coerce(value: Any, tp, key: str):
     if origin is Union:
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {shown(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -358,15 +357,47 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
     return cls(**kwargs)
 
 
-def _check_paths(obj, prefix: str = "") -> None:
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # the configs shipped with the repository
+
+
+def _missing_paths(obj, prefix: str = "") -> List[typing.Tuple[str, str]]:
+    """``(dotted key, value)`` of every path key that must exist and does not, in schema order."""
+    missing = []
     for f in dataclasses.fields(obj):
         full = f"{prefix}.{f.name}" if prefix else f.name
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            _check_paths(value, full)
+            missing += _missing_paths(value, full)
         elif f.metadata.get("path") and value is not None and f.metadata.get("must_exist", True):
             if not os.path.exists(os.path.expanduser(value)):
-                raise ConfigError(full, f"file or folder not found: {value}")
+                missing.append((full, value))
+    return missing
+
+
+def _producing_run_hint(value: str) -> str:
+    """For a missing file inside the run folder of a shipped config (``runs/NAME/checkpoints/...``): which
+    training to run first; else an empty string."""
+    parts = Path(value).parts
+    if "checkpoints" not in parts[1:]:
+        return ""
+    name = parts[parts.index("checkpoints", 1) - 1]
+    config = CONFIGS_DIR / f"{name}.yaml"
+    if not config.is_file():
+        return ""
+    return f" (train {name} first: python scripts/train.py --config configs/{name}.yaml)"
+
+
+def _check_paths(obj) -> None:
+    """Raise one :class:`ConfigError` listing every missing path, so a new setup learns all it lacks at once."""
+    missing = _missing_paths(obj)
+    if len(missing) == 1:
+        key, value = missing[0]
+        raise ConfigError(key, f"file or folder not found: {value}{_producing_run_hint(value)}")
+    if missing:
+        listing = "; ".join(f"{key}: {value}{_producing_run_hint(value)}" for key, value in missing)
+        err = ConfigError("", f"{len(missing)} files or folders not found: {listing}")
+        err.key = missing[0][0]
+        raise err
 
 
 # Upper bounds that keep a typo from asking for terabytes before the first step; each is several times
@@ -540,7 +571,7 @@ def validate_config(schema, data: Optional[Dict[str, Any]], check_consistency: C
                     check_paths: bool = True):
     """Build the dataclass ``schema`` from a nested dict (``None``: the defaults), then run its cross-key
     rules ``check_consistency`` and, with ``check_paths``, check that the path keys that must exist do.
-    Raises :class:`ConfigError` naming the first bad key."""
+    Raises :class:`ConfigError` naming the first bad key; missing paths are listed all at once."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
