@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Write demo-domain faces to PNG files (and their attributes to labels.jsonl), or one sample grid.
 
-    python scripts/make_demo_dataset.py --out data/demo_test --n 500 --size 128 --seed-offset 1000000 --labels
+    python scripts/make_demo_dataset.py --out data/demo_test --n 500 --size 128 --seed-offset 1001000 --labels
     python scripts/make_demo_dataset.py --grid docs/img/demo_faces_grid.png --n 32 --size 128
 
 File ``DIR/{i:06d}.png`` is the face of seed ``seed-offset + i``. Training seeds are [0, 1000000);
-held-out sets start at 1000000 (the default). Existing files are never replaced without --overwrite.
+seeds from 1000000 (the default offset) on are never trained on, but the first data.demo_test_size of
+them (64 by default) are the validation faces of training runs: a test set that validation never saw
+starts higher (docs/results.md uses 1001000). Existing files are never replaced without --overwrite.
 Exit status: 0 on success, 2 on bad arguments or when outputs exist.
 """
 import argparse
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=500, help="number of faces (default 500)")
     ap.add_argument("--size", type=int, default=128, choices=SUPPORTED_SIZES, help="resolution (default 128)")
     ap.add_argument("--seed-offset", type=int, default=TEST_SEED_OFFSET,
-                    help=f"seed of the first face (default {TEST_SEED_OFFSET}: the held-out range)")
+                    help=f"seed of the first face (default {TEST_SEED_OFFSET}: never trained on, but its first 64 are the "
+                         f"trainers' validation faces; docs/results.md's test set starts at {TEST_SEED_OFFSET + 1000})")
     ap.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
     ap.add_argument("--labels", action="store_true", help="also write labels.jsonl with the attributes of each file")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
