@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fit an InterFaceGAN boundary for the project's own generator from labelled W+ codes.
 
-    python scripts/train_boundary.py --demo --n 10000 --attribute has_glasses --out boundaries/glasses.npy
+    python scripts/train_boundary.py --demo --n 1000 --attribute has_glasses --out outputs/glasses.npy
     python scripts/train_boundary.py --ckpt M.pt --images data/demo_test --attribute smile --out boundaries/smile.npy
     python scripts/train_boundary.py --latents inv/latents.pt --labels data/demo_test/labels.jsonl \\
         --attribute hair_colour=blonde --out boundaries/blonde.npy
@@ -17,6 +17,15 @@ here on codes of the model's own W+ space. Label sources:
 bottom --chosen-ratio of the codes are positives / negatives); NAME=VALUE picks a category
 (hair_colour=blonde). The boundary is fitted on the mean of each code's W+ entries, giving (1, D);
 --per-layer fits one per entry, giving (n_latent, D) with unit-norm rows.
+
+How many codes: the linear SVM works in D dimensions (256 for the demo models); with fewer training
+codes per class than D it separates any labels perfectly, so train acc 1.000 says nothing (read val
+acc, and a warning says when a class is that small). At least D training codes per class, better two
+or three times that: a bool attribute of frequency p needs --n >= D / (split-ratio min(p, 1-p)), about
+1000 for has_glasses (p = 0.4); a score attribute keeps only the top and bottom --chosen-ratio, so it
+needs --n >= D / (split-ratio chosen-ratio), about 18000 at 0.02 (or raise --chosen-ratio). --demo
+renders and inverts each face, about 0.6 s a face on 2 CPU cores, so the default --n 1000 takes about
+10 minutes there (a GPU: seconds).
 
 Writes --out (.npy) and a JSON report (accuracies, counts; default: --out with .json).
 Exit status: 0 written; 1 written, but some inputs failed (each named on one line); 2 nothing written
@@ -51,6 +60,8 @@ from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
 DEFAULT_CKPT = DEMO_CKPT
+DEFAULT_DEMO_FACES = 1000  # enough for a bool attribute as frequent as has_glasses (see the docstring)
+MIN_CODES_PER_DIM = 1  # fewer training codes per class than D: any labels are separable, the fit is noise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--latents", nargs="+", metavar="FILE", help="saved W+ codes (.pt/.npy/.npz)")
     p.add_argument("--labels", type=Path, default=None, help="labels file (default DIR/labels.jsonl with --images)")
     p.add_argument("--attribute", required=True, help="NAME (bool or score) or NAME=VALUE (category)")
-    p.add_argument("--n", type=int, default=10_000, help="demo faces to render with --demo (default 10000)")
+    p.add_argument("--n", type=int, default=DEFAULT_DEMO_FACES,
+                   help=f"demo faces to render with --demo (default {DEFAULT_DEMO_FACES}, about 10 min on 2 CPU cores; "
+                        "see 'How many codes' below)")
     p.add_argument("--demo-seed-offset", type=int, default=None, help="first demo seed (default: the held-out range)")
     p.add_argument("--out", type=Path, required=True, help="boundary file (.npy)")
     p.add_argument("--report", type=Path, default=None, help="JSON report (default: --out with .json)")
@@ -249,6 +262,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"boundary {tuple(direction.shape)} for {report['positive']} from {len(codes)} codes "
           f"({fit['n_pos']} positive, {fit['n_neg']} negative): train acc {fit['train_acc']:.3f}, val acc {val} "
           f"-> {args.out}, report {report_path}")
+    n_train_min = min(fit["n_pos"], fit["n_neg"]) * args.split_ratio
+    if n_train_min < MIN_CODES_PER_DIM * style_dim:
+        print(f"warning: about {n_train_min:.0f} training codes in the smaller class for a {style_dim}-dim boundary; "
+              f"below {style_dim} the classes separate by chance and the direction is mostly noise (more codes: "
+              "--n, more images, or a larger --chosen-ratio)", file=sys.stderr)
     if not fit["converged"]:
         print("warning: the solver did not converge; try a smaller --C or more codes", file=sys.stderr)
     return 1 if failures else 0

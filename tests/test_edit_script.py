@@ -184,6 +184,7 @@ def test_train_boundary_from_images(setup, labelled, tmp_path, capsys):
                      "--out", str(out), "--device", "cpu", "--batch-size", "5"])
     err = capsys.readouterr().err
     assert rc == 1 and sum("broken.png" in line for line in err.splitlines()) == 1  # written, one input failed
+    assert f"about 4 training codes in the smaller class for a {STYLE_DIM}-dim boundary" in err  # 6 a class, 70 %
     b = np.load(out)
     assert b.shape == (1, STYLE_DIM) and abs(np.linalg.norm(b) - 1) < 1e-5
     report = json.loads(out.with_suffix(".json").read_text())
@@ -208,6 +209,14 @@ def test_train_boundary_from_images(setup, labelled, tmp_path, capsys):
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--images", str(labelled), "--attribute", "bright",
                        "--out", str(out)]) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_train_boundary_help_says_how_many_codes(capsys):
+    assert TRAIN.build_parser().parse_args(["--demo", "--attribute", "a", "--out", "b.npy"]).n == 1000
+    with pytest.raises(SystemExit):
+        TRAIN.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "How many codes" in text and "about 10 min on 2 CPU cores" in text
 
 
 def test_train_boundary_from_latents_and_demo(setup, tmp_path, capsys):
