@@ -204,3 +204,15 @@ def test_app_every_bundled_model_inverts_and_edits(engine, name):
     assert set(engine.directions(name)) == {s.key for s in engine.sliders}  # one generator: every slider applies
     image, _ = engine.edit(inv, {"shipped:glasses": 8.0})
     assert (image - inv.recon).abs().mean() > MIN_EDIT_CHANGE
+
+
+def test_app_cache_knows_an_image_by_its_bytes(engine, tmp_path):
+    """Each API call uploads the image again under a new file: the inversion is still re-used."""
+    import shutil
+
+    cache = InversionCache()
+    first = engine.invert("wagi", EXAMPLE, cache)
+    copy = tmp_path / "again.png"
+    shutil.copyfile(EXAMPLE, copy)
+    assert engine.invert("wagi", copy, cache) is first
+    assert engine.invert("hfgi", copy, cache) is not first  # another model: its own inversion

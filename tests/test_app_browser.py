@@ -15,6 +15,7 @@ from wagi.app import AppEngine, build_app, bundled_models, example_images, launc
 
 BROWSERS = ("chromium", "chromium-browser")
 DRIVER = "chromedriver"
+STALE_RETRIES = 20
 WAIT_S = 90  # first inversion includes loading the model on a busy 2-core CPU
 
 
@@ -54,16 +55,26 @@ def browser():
 
 
 def _wait(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(condition)
+    # The page replaces elements as results arrive: a stale one is read again at the next poll.
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _src(driver, elem_id):
+    """The ``src`` of the image shown in component ``elem_id``, or None when it shows none."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
-    return found[0].get_attribute("src") if found else None
+    for _ in range(STALE_RETRIES):
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+            return found[0].get_attribute("src") if found else None
+        except StaleElementReferenceException:  # replaced between find and read: look again
+            continue
+    raise AssertionError(f"#{elem_id} kept changing")
 
 
 def _pixels(url) -> np.ndarray:
@@ -97,6 +108,9 @@ def test_browser_pick_example_and_move_a_slider(page_url, browser):
     change = np.abs(_pixels(after) - _pixels(before)).mean()
     assert change > 1.0  # mean change in 8-bit levels: the glasses edit is visible
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#result-file a, #result-file [download]"))
+    browser.find_element(By.CSS_SELECTOR, "#upload button[aria-label='Clear']").click()  # clearing is no error
+    _wait(browser, lambda d: _src(d, "edited") is None and _src(d, "recon") is None)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body")
 
 
 def test_browser_bad_upload_shows_a_message_and_the_page_keeps_working(page_url, browser, tmp_path):

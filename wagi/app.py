@@ -20,6 +20,8 @@ traceback, and the server keeps serving.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
 import io
 import logging
@@ -108,10 +110,19 @@ class InversionCache:
 
 
 def file_key(model: str, path: PathLike) -> tuple:
-    """Cache key of an image file: Gradio stores each upload under a content hash, so its path, size and
-    modification time name its content without reading it again."""
+    """Cache key of an image file: the model and the sha256 of the file's bytes (every upload through the
+    API is a new file, so the path alone would miss; the bytes are hashed once per path and version)."""
     st = os.stat(path)
-    return model, os.path.realpath(path), st.st_size, st.st_mtime_ns
+    return model, _content_hash(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def bundled_models(bundle_dir: PathLike = DEMO_BUNDLE) -> Dict[str, Path]:
@@ -244,14 +255,17 @@ class AppEngine:
 
     @torch.no_grad()
     def invert(self, name: str, path: PathLike, cache: Optional[InversionCache] = None) -> Inversion:
-        key = file_key(name, path)
-        found = cache.get(key) if cache is not None else None
+        try:
+            key = file_key(name, path)
+        except OSError:  # missing, a folder, unreadable: load() below says which, in one line
+            key = None
+        found = cache.get(key) if cache is not None and key is not None else None
         if found is not None:
             return found
         x = self.load(name, path)
         recon, w, extras = self.model(name).invert(x)
         inv = Inversion(name, x, recon, extras["base"], w)
-        if cache is not None:
+        if cache is not None and key is not None:
             cache.put(key, inv)
         return inv
 
@@ -366,8 +380,21 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
 
     def run_edit_views(cache):
         if cache is None or cache.last_edit is None:
-            raise gr.Error("nothing edited yet")
+            return None, None, None
         return guarded("edit", lambda: views_step(cache))
+
+    # The page's own steps: a cleared upload clears the panels instead of raising a message.
+    def page_invert(path, model_name, cache):
+        if not path:
+            if cache is not None:
+                cache.last_edit = None
+            return None, None, None, "", None, None, cache
+        return run_invert(path, model_name, cache)
+
+    def page_edit_image(path, model_name, fuse, *values_and_cache):
+        if not path:
+            return None, values_and_cache[-1]
+        return run_edit_image(path, model_name, fuse, *values_and_cache)
 
     # API parameter names: one per slider (``glasses``, ``sefa_0``), so scripts can pass strengths by name.
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -424,12 +451,12 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
         gallery.select(pick_example, None, upload, api_name=False)
 
         def live_edit(trigger, **kw):
-            trigger(run_edit_image, edit_inputs, [edited, cache], api_name=False, **kw).success(
+            trigger(page_edit_image, edit_inputs, [edited, cache], api_name=False, **kw).success(
                 run_edit_views, cache, [subbands, result_file, latent_file], api_name=False)
 
         for trigger in (upload.change, model.change):
-            trigger(run_invert, [upload, model, cache], invert_outputs, api_name=False).success(
-                run_edit_image, edit_inputs, [edited, cache], api_name=False).success(
+            trigger(page_invert, [upload, model, cache], invert_outputs, api_name=False).success(
+                page_edit_image, edit_inputs, [edited, cache], api_name=False).success(
                 run_edit_views, cache, [subbands, result_file, latent_file], api_name=False)
         for s in sliders:
             live_edit(s.release, trigger_mode="always_last")
