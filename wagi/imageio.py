@@ -111,7 +111,6 @@ WHITE: Tuple[int, int, int] = (255, 255, 255)
 RESIZE_INTERPOLATION = InterpolationMode.BICUBIC
 UINT16_MAX = 65535
 JPEG_QUALITY = 95  # visually lossless for the comparison images the scripts write
-HFLIP_PROBABILITY = 0.5
 # Large images are first shrunk by an integer factor (libjpeg DCT scaling for JPEG, a box filter
 # otherwise) to no less than this many times the final size, then resampled bicubically: the same
 # two-stage scheme as Pillow's thumbnail(), visually identical and several times faster on photos.
@@ -747,13 +746,12 @@ def iter_batches(
 # Dataset for training
 # --------------------------------------------------------------------------------------------
 class ImageFolderDataset(Dataset):
-    """Training images as ``(3, size, size)`` float32 tensors in ``[-1, 1]``.
+    """Training images as ``(3, size, size)`` float32 tensors in ``[-1, 1]`` (the trainers flip whole batches
+    themselves, ``data.hflip``, from seeds that resume exactly).
 
     Args:
         source: a folder, file or glob, or a list of them (see :func:`find_images`), or ImageItems.
         size, policy, background: as in :func:`load_image`.
-        hflip: flip horizontally with probability ``HFLIP_PROBABILITY`` (torch's global RNG, so
-            seeded runs and restored RNG states repeat the same flips).
         check: scan done once at construction: ``'verify'`` (default; header, size and
             :func:`check_image`), ``'load'`` (full decode of every file: slow, catches everything) or
             ``'none'``. Files that fail are left out with one warning listing them (``self.skipped``).
@@ -767,7 +765,6 @@ class ImageFolderDataset(Dataset):
         source: Union[PathLike, Sequence[Union[PathLike, ImageItem]]],
         size: int,
         policy: str = "center_crop",
-        hflip: bool = False,
         *,
         check: str = "verify",
         background: Tuple[int, int, int] = WHITE,
@@ -784,7 +781,7 @@ class ImageFolderDataset(Dataset):
         else:
             paths = [s.path if isinstance(s, ImageItem) else os.fspath(s) for s in source]
             items = find_images(paths, recursive=recursive)
-        self.size, self.policy, self.hflip, self.background = size, policy, hflip, background
+        self.size, self.policy, self.background = size, policy, background
         self.skipped: List[Tuple[ImageItem, str]] = []
         self.items: List[ImageItem] = []
         for item in items:
@@ -818,8 +815,6 @@ class ImageFolderDataset(Dataset):
                     self._warned.add(item.path)
                     warnings.warn(f"{err}; using the next image instead")
                 continue
-            if self.hflip and torch.rand(()).item() < HFLIP_PROBABILITY:
-                x = x.flip(-1)
             return x
         raise ImageLoadError(self.items[index % n].path, "no image of the dataset can be read any more")
 

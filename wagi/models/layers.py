@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from wagi.ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 
 DEFAULT_BLUR_KERNEL: Tuple[int, ...] = (1, 3, 3, 1)  # binomial low-pass of StyleGAN2's resampling
-LRELU_SLOPE = 0.2
 PIXELNORM_EPS = 1e-8
 DEMOD_EPS = 1e-8
 RESAMPLE_FACTOR = 2  # every resampling step in StyleGAN2 / SWAGAN doubles or halves the size
@@ -147,17 +146,6 @@ class EqualLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
-
-
-class ScaledLeakyReLU(nn.Module):
-    """``leaky_relu(x, negative_slope) * sqrt(2)`` (no bias)."""
-
-    def __init__(self, negative_slope: float = LRELU_SLOPE):
-        super().__init__()
-        self.negative_slope = negative_slope
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, negative_slope=self.negative_slope) * math.sqrt(2)
 
 
 class ModulatedConv2d(nn.Module):
@@ -340,17 +328,3 @@ class ConvLayer(nn.Sequential):
         if activate:
             layers.append(FusedLeakyReLU(out_channel, bias=bias))
         super().__init__(*layers)
-
-
-class ResBlock(nn.Module):
-    """StyleGAN2 discriminator residual block: ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``, halving H and W."""
-
-    def __init__(self, in_channel: int, out_channel: int, blur_kernel: Sequence[float] = DEFAULT_BLUR_KERNEL):
-        super().__init__()
-        self.conv1 = ConvLayer(in_channel, in_channel, 3)
-        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
-        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, activate=False, bias=False,
-                              blur_kernel=blur_kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)

@@ -26,6 +26,7 @@ record ``training.best_val`` (that MSE) and ``training.best_step``, so a resumed
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -334,7 +335,7 @@ class Trainer(StopControl):
                 img = None
                 for it in range(n_iters):
                     sync = it == n_iters - 1 or not self.dist.enabled
-                    ctx = self.ddp_module.no_sync() if not sync else _null()
+                    ctx = self.ddp_module.no_sync() if not sync else contextlib.nullcontext()
                     with ctx:
                         with self._autocast():
                             loss, logs, w, img = self.ddp_module(x, w, img)
@@ -474,11 +475,3 @@ class Trainer(StopControl):
                 pbar.close()
             self.logger.close()
         return last_logs
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
