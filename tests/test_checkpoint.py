@@ -342,3 +342,19 @@ def test_to_rgb_kernel_3_round_trips_and_is_inferred(tmp_path):
     torch.save({"g_ema": sd}, tmp_path / "even.pt")
     with pytest.raises(CheckpointError, match=r"to_rgb1.conv.weight.*k odd"):
         load_generator(tmp_path / "even.pt")
+
+
+def test_every_wagi_file_writes_the_one_format_name_and_version(tmp_path):
+    from tests.helpers import tiny_wagi
+    from wagi.editing import LevelsMapper
+    import wagi.models.wagi as wagi_module
+
+    model = tiny_wagi()
+    model.save(tmp_path / "model.pt")
+    LevelsMapper(model.n_latent, model.generator.style_dim).save(tmp_path / "mapper.pt")
+    save_generator(tmp_path / "g.pt", small_generator(), None, {})
+    for name in ("model.pt", "mapper.pt", "g.pt"):
+        raw = torch.load(tmp_path / name, map_location="cpu", weights_only=True)
+        assert (raw["format"], raw["version"]) == (ck.FORMAT_NAME, ck.FORMAT_VERSION), name
+    assert not hasattr(wagi_module, "FORMAT")  # defined once, in wagi.checkpoint
+    assert wagi_module.FORMAT_VERSION is ck.FORMAT_VERSION

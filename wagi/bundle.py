@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
+from .checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from .fileio import atomic_write
 
 PathLike = Union[str, os.PathLike]
@@ -253,7 +253,7 @@ def _prepare_wagi(item: BundleItem, tmp: Path) -> Tuple[bytes, Dict[str, Any]]:
 
 def _is_exported_generator(ckpt: Mapping[str, Any]) -> bool:
     g = ckpt.get("g_ema")
-    if ckpt.get("format") != "wagi" or not isinstance(g, Mapping) or any(k in ckpt for k in TRAINING_KEYS):
+    if ckpt.get("format") != FORMAT_NAME or not isinstance(g, Mapping) or any(k in ckpt for k in TRAINING_KEYS):
         return False
     return all(v.dtype == STORE_DTYPE for v in g.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ..models.encoders import style_split
 from ..models.layers import EqualLinear, PixelNorm
 from .factorization import ganspace_directions
@@ -209,9 +209,9 @@ class GlobalDirectionStats:
         return self.delta_i.shape[0]
 
     def save(self, path: PathLike) -> None:
-        save_checkpoint({"format": "wagi", "version": 1, "kind": self.KIND, "delta_i": self.delta_i.cpu(),
-                         "axes": self.axes.cpu(), "scale": self.scale.cpu(), "step": float(self.step),
-                         "info": dict(self.info)}, path)
+        save_checkpoint({"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": self.KIND,
+                         "delta_i": self.delta_i.cpu(), "axes": self.axes.cpu(), "scale": self.scale.cpu(),
+                         "step": float(self.step), "info": dict(self.info)}, path)
 
     @classmethod
     def load(cls, path: PathLike) -> "GlobalDirectionStats":
@@ -414,10 +414,10 @@ class LevelsMapper(nn.Module):
         return w + float(strength) * self.step * self(w)
 
     def save(self, path: PathLike) -> None:
-        save_checkpoint({"format": "wagi", "version": 1, "kind": "levels_mapper", "n_latent": self.n_latent,
-                         "style_dim": self.style_dim, "split": list(self.split), "groups": list(self.groups),
-                         "step": self.step, "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}},
-                        path)
+        save_checkpoint({"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": "levels_mapper",
+                         "n_latent": self.n_latent, "style_dim": self.style_dim, "split": list(self.split),
+                         "groups": list(self.groups), "step": self.step,
+                         "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}, path)
 
 
 def _mapper_state(ckpt: Any, path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:

@@ -4,7 +4,7 @@
     recon, w_plus, extras = model.invert(images)          # images (N,3,H,W) in [-1, 1]
     edited = model.edit(images, direction, strength=3.0)
 
-Data flow (DESIGN.md):
+Data flow (docs/method.md explains each step):
 
     w+   = latent_avg + E(x)                   psp / e4e
     w+_0 = latent_avg, ŷ_0 = G(latent_avg);  w+_{t+1} = w+_t + E([x, ŷ_t])   restyle (K steps)
@@ -22,12 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..checkpoint import FORMAT_NAME, FORMAT_VERSION
 from .fusion import FeatureFusion, ResidualAligner, WaveletFusion, resize
-
-FORMAT = "wagi"
-FORMAT_VERSION = 1
 
 
 def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:
@@ -222,7 +219,7 @@ class WaGI(nn.Module):
 
     def checkpoint_dict(self, **extra) -> Dict[str, Any]:
         """Tensors + plain containers only (loads with ``torch.load(weights_only=True)``)."""
-        return {"format": FORMAT, "version": FORMAT_VERSION, "kind": "wagi_model", "config": self.config,
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": "wagi_model", "config": self.config,
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
                 "latent_avg": self.latent_avg.detach().cpu(), **extra}
 
@@ -246,7 +243,7 @@ class WaGI(nn.Module):
 
         if not isinstance(cfg, WaGIConfig):
             cfg = from_dict(cfg, check_paths=False)
-        gc, ec, fc = cfg.generator, cfg.encoder, cfg.fusion
+        gc, ec = cfg.generator, cfg.encoder
         if generator is None:
             generator, latent_avg = build_generator(cfg, load_weights=load_weights, latent_avg=latent_avg)
         if latent_avg is None:
@@ -278,7 +275,7 @@ class WaGI(nn.Module):
         from ..config import ConfigError, from_dict, shown
 
         ckpt = load_checkpoint(path, map_location=map_location)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("kind") != "wagi_model":
+        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME or ckpt.get("kind") != "wagi_model":
             kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
             raise ValueError(f"{path} is not a WaGI model checkpoint (found kind {shown(kind)}); "
                              "generator-only files load with wagi.checkpoint.load_generator")
