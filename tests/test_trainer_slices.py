@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import wagi.config
+import wagi.data.demo_faces
+import wagi.training.gan_config
 from tests.helpers import load_script
 from wagi.checkpoint import save_generator
-from wagi.config import MAX_DEMO_TRAIN_IMAGES, load_config
+from wagi.config import load_config
+from wagi.demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from wagi.data.demo_faces import DemoFaceDataset
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
@@ -183,8 +187,10 @@ def test_demo_images_are_the_first_seeds_the_demo_gan_trains_on(tmp_path):
     assert len(t.train_set) == len(gan_set) == DEMO_N
     for i in (0, 7, DEMO_N - 1):
         assert torch.equal(t.train_set[i], gan_set[i]), i
-    assert len(Trainer(_cfg(tmp_path), progress=False).train_set) == data_module.TRAIN_DEMO_SEEDS
-    assert MAX_DEMO_TRAIN_IMAGES == data_module.TRAIN_DEMO_SEEDS == data_module.TEST_DEMO_SEED_OFFSET
+    assert len(Trainer(_cfg(tmp_path), progress=False).train_set) == TRAIN_SEED_END
+    assert TEST_SEED_OFFSET == TRAIN_SEED_END  # validation faces start right after the training seeds
+    for module in (data_module, wagi.config, wagi.data.demo_faces, wagi.training.gan_config):
+        assert module.TRAIN_SEED_END is TRAIN_SEED_END  # defined once, in wagi.demo_seeds, and imported
 
 
 def test_preloaded_training_equals_loader_training(tmp_path):

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from wagi.demo_seeds import TRAIN_SEED_END
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the dotted key it concerns; the message is one line."""
@@ -125,9 +127,6 @@ def _choice(default, choices: Sequence[Any]):
     return field(default=default, metadata={"choices": tuple(choices)})
 
 
-# Demo training faces are seeds [0, 1e6); the held-out ones start at 1e6 (wagi.training.data, which this
-# module cannot import: the training package imports the config).
-MAX_DEMO_TRAIN_IMAGES = 1_000_000
 
 # ----------------------------------------------------------------------------------------------- schema
 
@@ -550,8 +549,8 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     if dc.demo_images is not None:
         if not dc.demo:
             raise ConfigError("data.demo_images", "only applies to the demo faces (data.demo: true); set it to null")
-        if not 1 <= dc.demo_images <= MAX_DEMO_TRAIN_IMAGES:
-            raise ConfigError("data.demo_images", f"must be in [1, {MAX_DEMO_TRAIN_IMAGES}] (the demo training "
+        if not 1 <= dc.demo_images <= TRAIN_SEED_END:
+            raise ConfigError("data.demo_images", f"must be in [1, {TRAIN_SEED_END}] (the demo training "
                                                   f"seeds), got {dc.demo_images}")
     if dc.preload and dc.demo and dc.demo_images is None:
         raise ConfigError("data.demo_images", "data.preload needs a finite training set: set data.demo_images "

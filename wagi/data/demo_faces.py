@@ -46,11 +46,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from wagi.demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from wagi.fileio import atomic_write
 
 DEMO_FACES_VERSION = 1  # bump when a change to the renderer changes any image of a given seed
-TRAIN_SEED_END = 1_000_000  # training seeds are [0, TRAIN_SEED_END)
-TEST_SEED_OFFSET = TRAIN_SEED_END  # held-out seeds start here: disjoint from training
 SUPPORTED_SIZES = (64, 128, 256)
 MIN_CANVAS = 256  # draw on at least 256 px so thin strokes stay sub-pixel at every output size
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"  # no I/O: they read as 1/0 at a few pixels

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from .distributed import DistInfo, barrier
 
-TRAIN_DEMO_SEEDS = 1_000_000   # demo training images use seeds [0, 1e6)
-TEST_DEMO_SEED_OFFSET = 1_000_000  # held-out demo images use seeds from 1e6 on
 UINT8_MAX = 255.0
 PRELOAD_BATCH = 64  # images decoded per loader batch while preloading
 
@@ -75,19 +74,19 @@ def sample_seeds(seed: int, step: int, batch_size: int, rank: int = 0, world_siz
     return seeds[rank * batch_size: (rank + 1) * batch_size].tolist()
 
 
-def build_datasets(cfg) -> (Dataset, Optional[Dataset]):
+def build_datasets(cfg) -> Tuple[Dataset, Optional[Dataset]]:
     """(train, test) datasets from ``cfg.data``; each item is a (3, S, S) tensor in [-1, 1].
 
-    Demo training faces are the seeds ``[0, data.demo_images)`` (null: ``[0, TRAIN_DEMO_SEEDS)``), the
-    held-out ones ``data.demo_test_size`` seeds from ``TEST_DEMO_SEED_OFFSET`` on.
+    Demo training faces are the seeds ``[0, data.demo_images)`` (null: ``[0, TRAIN_SEED_END)``), the
+    validation ones ``data.demo_test_size`` seeds from ``TEST_SEED_OFFSET`` on (``wagi.demo_seeds``).
     """
     dc = cfg.data
     if dc.demo:
         from ..data.demo_faces import DemoFaceDataset
 
-        n_train = TRAIN_DEMO_SEEDS if dc.demo_images is None else dc.demo_images
+        n_train = TRAIN_SEED_END if dc.demo_images is None else dc.demo_images
         train = DemoFaceDataset(n_train, dc.image_size, seed_offset=0)
-        test = DemoFaceDataset(dc.demo_test_size, dc.image_size, seed_offset=TEST_DEMO_SEED_OFFSET)
+        test = DemoFaceDataset(dc.demo_test_size, dc.image_size, seed_offset=TEST_SEED_OFFSET)
         return train, test
     train = image_folder_dataset(dc.train_dir, dc.image_size, "data.train_dir")
     test = image_folder_dataset(dc.test_dir, dc.image_size, "data.test_dir") if dc.test_dir else None

@@ -37,7 +37,7 @@ from ..config import (
     to_dict,
     validate_config,
 )
-from .data import TRAIN_DEMO_SEEDS
+from ..demo_seeds import TRAIN_SEED_END
 
 MIN_SIZE = 16  # the SWAGAN discriminator needs at least two downsampling levels above 4x4
 STDDEV_GROUP = 4  # the discriminator's minibatch-stddev group (wagi.models.swagan.STDDEV_GROUP)
@@ -74,7 +74,7 @@ class DiscriminatorConfig:
 class GANDataConfig:
     train_dir: Optional[str] = _path(None)
     demo: bool = False                     # procedural demo faces instead of a folder
-    demo_images: int = TRAIN_DEMO_SEEDS    # distinct demo training faces: seeds [0, demo_images)
+    demo_images: int = TRAIN_SEED_END      # distinct demo training faces: seeds [0, demo_images)
     image_size: Optional[int] = None       # null: generator.size (must equal it when set)
     hflip: bool = True
     workers: int = 4
@@ -174,8 +174,8 @@ def _check_consistency(cfg: GANConfig) -> None:
         raise ConfigError("data.train_dir", "set either data.train_dir or data.demo: true, not both")
     if not dc.demo and dc.train_dir is None:
         raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
-    if dc.demo_images > TRAIN_DEMO_SEEDS:
-        raise ConfigError("data.demo_images", f"at most {TRAIN_DEMO_SEEDS} (the training seeds), got {dc.demo_images}")
+    if dc.demo_images > TRAIN_SEED_END:
+        raise ConfigError("data.demo_images", f"at most {TRAIN_SEED_END} (the training seeds), got {dc.demo_images}")
     if (tc.max_steps is None) == (tc.kimg is None):
         raise ConfigError("train.kimg", "set exactly one of train.max_steps and train.kimg (the other null)")
     if len(tc.betas) != 2 or not all(0.0 <= b < 1.0 for b in tc.betas):
