@@ -138,6 +138,8 @@ def _read(path) -> torch.Tensor:
 @needs_gradio
 def test_api_serves_local_only_with_named_endpoints(server, client):
     assert server.server_name == "127.0.0.1" and not server.share
+    # the examples are served whatever the working directory (Gradio serves only cwd and temp by default)
+    assert str(ROOT / "examples") in [str(p) for p in server.allowed_paths]
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert "/invert" in api and "/edit" in api
     names = [p["parameter_name"] for p in api["/edit"]["parameters"]]

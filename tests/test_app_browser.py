@@ -4,6 +4,7 @@ upload a file that is not an image and read the message in the page.
 
 Skipped where Gradio, selenium, the browser or its driver is missing; nothing is downloaded."""
 import io
+import os
 import shutil
 import urllib.request
 
@@ -33,11 +34,17 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test n
 
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory):
-    engine = AppEngine(bundled_models(), download_dir=tmp_path_factory.mktemp("downloads"))
-    demo = build_app(engine, example_images())
-    launch(demo, port=None, prevent_thread_lock=True, quiet=True)
-    yield demo.local_url
-    demo.close()
+    """The page served from another working directory than the repository, as a user may start it."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("elsewhere"))
+    try:
+        engine = AppEngine(bundled_models(), download_dir=tmp_path_factory.mktemp("downloads"))
+        demo = build_app(engine, example_images())
+        launch(demo, port=None, prevent_thread_lock=True, quiet=True)
+        yield demo.local_url
+        demo.close()
+    finally:
+        os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")

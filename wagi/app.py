@@ -470,11 +470,16 @@ def build_app(engine: AppEngine, examples: Sequence[PathLike] = ()):
     return demo
 
 
-def launch(demo, host: str = DEFAULT_HOST, port: Optional[int] = DEFAULT_PORT, **kwargs):
-    """Serve the page on ``host:port`` (local by default), never through a public share link."""
+def launch(demo, host: str = DEFAULT_HOST, port: Optional[int] = DEFAULT_PORT,
+           example_dirs: Sequence[PathLike] = (EXAMPLES_DIR,), **kwargs):
+    """Serve the page on ``host:port`` (local by default), never through a public share link.
+
+    ``example_dirs``: the folders of the example images, which the page may serve; Gradio otherwise serves
+    only files under the working directory and the temporary folder, so a server started elsewhere could
+    not show the bundled examples."""
     demo.queue(default_concurrency_limit=1)  # one model call at a time: the CPU is the bottleneck
     return demo.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_UPLOAD,
-                       show_error=True, **kwargs)
+                       show_error=True, allowed_paths=[os.fspath(d) for d in example_dirs], **kwargs)
 
 
 __all__ = ["AppEngine", "Inversion", "InversionCache", "Slider", "bundled_models", "example_images", "band_table",
