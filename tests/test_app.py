@@ -218,3 +218,33 @@ def test_app_cache_knows_an_image_by_its_bytes(engine, tmp_path):
     shutil.copyfile(EXAMPLE, copy)
     assert engine.invert("wagi", copy, cache) is first
     assert engine.invert("hfgi", copy, cache) is not first  # another model: its own inversion
+
+
+@needs_gradio
+def test_app_script_serves_from_any_folder(tmp_path):
+    """``python scripts/app.py --port P`` started outside the repository: the API answers on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "app.py"), "--port", str(port), "--threads", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 90
+        while True:
+            try:
+                client = gradio_client.Client(url, verbose=False)
+                break
+            except Exception:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the page did not come up in 90 s"
+                time.sleep(0.5)
+        recon = client.predict(gradio_client.handle_file(EXAMPLE), "wagi", api_name="/invert")[1]
+        assert float(psnr(load_image(EXAMPLE, 128).unsqueeze(0), _read(recon).unsqueeze(0))[0]) > MIN_RECON_PSNR
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
