@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no tqdm progress bar (none either when stderr is not a terminal); validation lines still print")
     args = p.parse_args(argv)
     if args.time_limit is not None and args.time_limit < 0:
         p.error(f"--time-limit must be >= 0 minutes, got {args.time_limit}")

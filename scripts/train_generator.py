@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no tqdm progress bar (none either when stderr is not a terminal)")
     p.add_argument("--benchmark-steps", type=int, default=None, metavar="N",
                    help="run N timed steps after warm-up, print steps/s (and peak CUDA memory), write nothing")
     p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N", help="warm-up steps (default 20)")

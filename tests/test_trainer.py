@@ -37,6 +37,17 @@ def test_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
+def test_validation_lines_without_a_bar_and_no_bar_frames_in_a_redirected_log(tmp_path, capsys):
+    common = ["train.max_steps=2", "train.val_every=2", "train.save_every=2", "train.image_every=100"]
+    Trainer(_cfg(tmp_path, "experiment.name=quiet", *common), progress=False).train()
+    out = capsys.readouterr().out
+    assert sum(line.startswith("step 2: val mse ") for line in out.splitlines()) == 1  # --no-progress keeps results
+    Trainer(_cfg(tmp_path, "experiment.name=bar", *common), progress=True).train()
+    captured = capsys.readouterr()  # pytest's capture is not a terminal, like a redirected log
+    assert "\r" not in captured.err and "it/s" not in captured.err
+    assert sum(line.startswith("step 2: val mse ") for line in captured.out.splitlines()) == 1
+
+
 def test_resume_is_exact(tmp_path):
     common = ["train.log_every=1", "train.val_every=100", "train.image_every=100", "train.optimizer=ranger"]
     straight = Trainer(_cfg(tmp_path, "experiment.name=a", "train.max_steps=8", "train.save_every=4", *common),

@@ -696,8 +696,9 @@ class GANTrainer(StopControl):
         if self.progress:
             from tqdm import tqdm
 
+            # disable=None: no bar when stderr is not a terminal (a redirected log gets no carriage-return frames)
             pbar = tqdm(total=self.max_steps, initial=self.step, desc=self.cfg.experiment.name, dynamic_ncols=True,
-                        file=sys.stderr)
+                        file=sys.stderr, disable=None)
         last: Dict[str, float] = {}
         saved_at = -1
         if self.device_name() not in self.cards:

@@ -419,8 +419,9 @@ class Trainer(StopControl):
         if self.progress:
             from tqdm import tqdm
 
+            # disable=None: no bar when stderr is not a terminal (a redirected log gets no carriage-return frames)
             pbar = tqdm(total=tc.max_steps, initial=self.step, desc=f"{cfg.experiment.name} [{tc.stage}]",
-                        dynamic_ncols=True, file=sys.stderr)
+                        dynamic_ncols=True, file=sys.stderr, disable=None)
         if self.device_name() not in self.cards:
             self.cards.append(self.device_name())
         t_start, wall_base = time.perf_counter(), self.wall_time_s
@@ -453,9 +454,12 @@ class Trainer(StopControl):
                         val = self.validate()
                         if val:
                             self.log("val", val)
+                            line = (f"step {s}: val mse {val['mse']:.5f} "
+                                    + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
                             if pbar is not None:
-                                pbar.write(f"step {s}: val mse {val['mse']:.5f} "
-                                           + " ".join(f"{k} {v:.5f}" for k, v in val.items() if k != "mse"))
+                                pbar.write(line)  # above the bar
+                            else:  # --no-progress hides the bar, not the results
+                                print(line, flush=True)
                             self.wall_time_s = wall_base + time.perf_counter() - t_start
                             self.update_best(val["mse"])
                     barrier(self.dist)
