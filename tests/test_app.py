@@ -3,6 +3,7 @@ API driven by gradio_client against a server on 127.0.0.1 (skipped where Gradio 
 
 The browser test lives in tests/test_app_browser.py."""
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,13 @@ def test_api_bad_upload_is_a_message_and_the_server_keeps_serving(client, tmp_pa
     junk.write_bytes(b"this is not an image")
     with pytest.raises(gradio_client.exceptions.AppError, match="notes.png: cannot read image: not a supported image"):
         client.predict(gradio_client.handle_file(junk), "wagi", api_name="/invert")
+    _, bad = make_corpus(str(tmp_path / "corpus"))
+    for path, reason in bad.items():  # huge (bomb, large header), truncated, corrupt, odd values, tiny, empty
+        if not os.path.isfile(path):
+            continue
+        expected = re.escape(f"{os.path.basename(path)}: cannot read image") + ".*" + re.escape(reason)
+        with pytest.raises(gradio_client.exceptions.AppError, match=expected):
+            client.predict(gradio_client.handle_file(path), "wagi", True, api_name="/edit")
     recon = client.predict(gradio_client.handle_file(EXAMPLE), "wagi", api_name="/invert")[1]
     assert float(psnr(load_image(EXAMPLE, 128).unsqueeze(0), _read(recon).unsqueeze(0))[0]) > MIN_RECON_PSNR
 
