@@ -34,7 +34,7 @@ quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, ex
 import torch  # noqa: E402
 
 from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import positive_int  # noqa: E402
+from wagi.cli import existing_outputs_error, fail, positive_int  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing.benchmark import (EDIT_TEST_SEED_OFFSET, EditBenchmark, csv_text, edit_figure, json_text,  # noqa: E402
                                     markdown_tables, prepare_faces, summary_markdown)
@@ -85,14 +85,9 @@ def _models(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
-    existing = [f for f in OUTPUTS if (args.out / f).exists()]
-    if existing and not args.overwrite:
-        return fail(f"{args.out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    refusal = existing_outputs_error(args.out, OUTPUTS, args.overwrite)
+    if refusal:
+        return fail(refusal)
     try:
         check_seed_range(args.seed_offset, args.n)
         if args.seed_offset < EDIT_TUNE_SEED_OFFSET < args.seed_offset + args.n:

@@ -34,7 +34,7 @@ from tqdm import tqdm  # noqa: E402
 
 from wagi import wavelets as wv  # noqa: E402
 from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import positive_int  # noqa: E402
+from wagi.cli import existing_outputs_error, fail, positive_int  # noqa: E402
 from wagi.data.demo_faces import face_tensor, render_face  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing import sefa_directions  # noqa: E402
@@ -188,14 +188,9 @@ def markdown(results, meta) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
-    existing = [f for f in OUTPUTS if (args.out / f).exists()]
-    if existing and not args.overwrite:
-        return fail(f"{args.out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    refusal = existing_outputs_error(args.out, OUTPUTS, args.overwrite)
+    if refusal:
+        return fail(refusal)
     try:
         device = resolve_device(args.device)
         models = _models(args)

@@ -51,6 +51,20 @@ def run_main(main: Callable[[], Optional[int]]) -> NoReturn:
     sys.exit(code)
 
 
+def fail(message: str, code: int = 2) -> int:
+    """Print ``error: message`` on stderr and return ``code`` (a script's usage / input error status)."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def existing_outputs_error(out_dir: Path, names, overwrite: bool) -> Optional[str]:
+    """The refusal line when ``out_dir`` already holds any of ``names`` and ``overwrite`` is off, else None."""
+    existing = [f for f in names if (Path(out_dir) / f).exists()]
+    if existing and not overwrite:
+        return f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
+    return None
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     try:
