@@ -34,7 +34,7 @@ quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, ex
 import torch  # noqa: E402
 
 from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import existing_outputs_error, fail, positive_int  # noqa: E402
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E402,E501
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing.benchmark import (EDIT_TEST_SEED_OFFSET, EditBenchmark, csv_text, edit_figure, json_text,  # noqa: E402
                                     markdown_tables, prepare_faces, summary_markdown)
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, default=EDIT_TEST_SEED_OFFSET)
     p.add_argument("--factors", type=_floats, default=[1.0], help="multiples of each documented strength (1)")
     p.add_argument("--fusion", choices=("both", "on", "off"), default="both")
+    add_edit_fusion_flags(p)
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--out", type=Path, default=Path("outputs") / "edit_benchmark")
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
             continue
         if modes == (True,) and model.fusion is None:
             print(f"--model {name}: has no fusion; --fusion on runs it without", file=sys.stderr)
+        apply_edit_fusion_flags(model, args)
         loaded[name] = model
         rows += bench.run_model(name, model, directions, args.factors, modes if model.fusion is not None
                                 else (False,))

@@ -14,7 +14,7 @@ For each model with a wavelet fusion (wagi/editing/fidelity.py):
 * colour: the low band (LL) L2 of the reconstruction, fused and unfused, and the mean colour offset of the
   fused image against the unfused one (the drift coarse-level corrections cause).
 Faces are the edit benchmark's held-out range (seeds 1,003,000+) unless --seed-offset says otherwise.
-Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate. Writes --out/fusion.md and fusion.json.
+Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate, --edit-signal. Writes --out/fusion.md and fusion.json.
 """
 import argparse
 import json
@@ -34,7 +34,7 @@ from tqdm import tqdm  # noqa: E402
 
 from wagi import wavelets as wv  # noqa: E402
 from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import existing_outputs_error, fail, positive_int  # noqa: E402
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E402,E501
 from wagi.data.demo_faces import face_tensor, render_face  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
 from wagi.editing import sefa_directions  # noqa: E402
@@ -57,10 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=positive_int, default=100, help="held-out demo faces (default 100)")
     p.add_argument("--strength", type=float, default=6.0, help="SeFa strength (default 6)")
     p.add_argument("--no-photos", action="store_true", help="skip scikit-learn's two sample photos")
-    p.add_argument("--edit-mode", choices=("reuse", "recompute"), default=None,
-                   help="override each model's fusion.edit_mode (ablations)")
-    p.add_argument("--edit-gate", type=_gate, default=None, metavar="LO,HI,DILATE|none",
-                   help="override each model's fusion.edit_gate (ablations)")
+    add_edit_fusion_flags(p)
     p.add_argument("--drop-level", type=positive_int, action="append", default=[], metavar="R",
                    help="leave out the fusion's corrections at feature resolution R (ablation; repeatable)")
     p.add_argument("--cascade", action="store_true",
@@ -74,18 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p
-
-
-def _gate(text: str):
-    if text.strip().lower() in ("none", "null", "off"):
-        return "none"
-    try:
-        lo, hi, dilate = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"LO,HI,DILATE or none, got {text!r}") from None
-    if not 0 <= lo < hi or dilate != int(dilate) or dilate < 0:
-        raise argparse.ArgumentTypeError(f"needs 0 <= LO < HI and an integer DILATE >= 0, got {text!r}")
-    return (lo, hi, int(dilate))
 
 
 def _models(args):
@@ -217,10 +202,7 @@ def main(argv=None) -> int:
                   f"{model.fusion.resolutions}", file=sys.stderr)
             continue
         model.fusion.resolutions = [r for r in model.fusion.resolutions if r not in args.drop_level]
-        if args.edit_mode:
-            model.fusion.edit_mode = args.edit_mode
-        if args.edit_gate:
-            model.fusion.edit_gate = None if args.edit_gate == "none" else args.edit_gate
+        apply_edit_fusion_flags(model, args)
         photos = None if args.no_photos else sample_photos(model.image_size).to(device)
         comps, _ = sefa_directions(model.generator)
         edits = {}
@@ -238,6 +220,7 @@ def main(argv=None) -> int:
         r["fused_resolutions"] = list(model.fusion.resolutions)
         r["edit_mode"] = model.fusion.edit_mode
         r["edit_gate"] = list(model.fusion.edit_gate) if model.fusion.edit_gate else None
+        r["edit_signal"] = model.fusion.edit_signal
         r["strengths"] = {e: s for e, (_, s) in edits.items()}
         results[name] = r
     if not results:

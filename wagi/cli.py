@@ -65,6 +65,42 @@ def existing_outputs_error(out_dir: Path, names, overwrite: bool) -> Optional[st
     return None
 
 
+def _edit_gate(text: str):
+    if text.strip().lower() in ("none", "null", "off"):
+        return "none"
+    try:
+        lo, hi, dilate = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"LO,HI,DILATE or none, got {text!r}") from None
+    if not 0 <= lo < hi or dilate != int(dilate) or dilate < 0:
+        raise argparse.ArgumentTypeError(f"needs 0 <= LO < HI and an integer DILATE >= 0, got {text!r}")
+    return (lo, hi, int(dilate))
+
+
+def add_edit_fusion_flags(parser: argparse.ArgumentParser) -> None:
+    """``--edit-mode``, ``--edit-gate``, ``--edit-signal``: override a model's fusion settings for edit passes
+    (ablations; see ``docs/method.md``, "Fusion for edits")."""
+    parser.add_argument("--edit-mode", choices=("reuse", "recompute"), default=None,
+                        help="override each model's fusion.edit_mode")
+    parser.add_argument("--edit-gate", type=_edit_gate, default=None, metavar="LO,HI,DILATE|none",
+                        help="override each model's fusion.edit_gate")
+    parser.add_argument("--edit-signal", choices=("high", "pixel"), default=None,
+                        help="override each model's fusion.edit_signal")
+
+
+def apply_edit_fusion_flags(model, args) -> None:
+    """Apply the flags of :func:`add_edit_fusion_flags` to ``model.fusion`` when it is a wavelet fusion."""
+    fusion = getattr(model, "fusion", None)
+    if fusion is None or not hasattr(fusion, "edit_mode"):
+        return
+    if args.edit_mode:
+        fusion.edit_mode = args.edit_mode
+    if args.edit_gate:
+        fusion.edit_gate = None if args.edit_gate == "none" else args.edit_gate
+    if args.edit_signal:
+        fusion.edit_signal = args.edit_signal
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     try:
