@@ -6,7 +6,8 @@
 # (the trainer is started with --resume auto).
 # Optional: FD_JUDGE=1 measures FD-judge (scripts/fd_judge.py) of the exported generator (and of
 # FD_REF=NAME=PATH too) at the end; JUDGE_ARGS="..." runs scripts/train_judge.py with those arguments on the
-# same GPU while the generator trains (its --out should be under $OUT); EXT_CACHE=0 skips the ops tarball.
+# same GPU while the generator trains (its --out should be under $OUT); EXT_CACHE=0 skips the ops tarball;
+# FD_SNAPSHOTS=1 measures FD-judge of every kept step checkpoint and brings the best g_ema back.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 LOGS=$(mktemp -d)
@@ -39,9 +40,21 @@ if [ "${FD_JUDGE:-0}" = 1 ]; then
   python3 scripts/fd_judge.py --generator "$(basename "$RUN")=$OUT/swagan128_demo.pt" \
     ${FD_REF:+--generator "$FD_REF"} --json "$RUN/fd_judge.json" 2>&1 | tail -8
 fi
+if [ "${FD_SNAPSHOTS:-0}" = 1 ]; then
+  # FD-judge of every kept step checkpoint of this slice (train.keep_checkpoints: 0, save_every as the
+  # snapshot interval); the best one's g_ema comes back as $OUT/swagan128_best.pt.
+  SNAP=$(mktemp -d); GENS=()
+  for ck in "$RUN"/checkpoints/step_*.pt; do
+    name=$(basename "$ck" .pt)
+    python3 scripts/train_generator.py --export "$SNAP/$name.pt" --checkpoint "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
+  done
+  python3 scripts/fd_judge.py "${GENS[@]}" ${FD_REF:+--generator "$FD_REF"} --json "$RUN/fd_snapshots.json" 2>&1 | grep FD-judge
+  best=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['fd_judge']; r={k: v for k, v in r.items() if k.startswith('step_')}; print(min(r, key=r.get))" "$RUN/fd_snapshots.json")
+  echo "best snapshot: $best"; cp "$SNAP/$best.pt" "$OUT/swagan128_best.pt"
+fi
 split -b 15M "$RUN/checkpoints/latest.pt" "$OUT/gan_state.part."
 cp "$LOGS"/*.log "$RUN"/
 tar czf "$OUT/run_files.tgz" "$RUN/metrics.jsonl" "$RUN/config.yaml" "$RUN/samples" "$RUN"/*.log \
-  $(ls "$RUN"/fd_judge.json 2>/dev/null)
+  $(ls "$RUN"/fd_judge.json "$RUN"/fd_snapshots.json 2>/dev/null)
 [ "${EXT_CACHE:-1}" = 1 ] && [ -d .ext_cache ] && tar czf "$OUT/ext_cache.tgz" .ext_cache
 ls -la "$OUT"
