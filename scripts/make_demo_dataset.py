@@ -25,11 +25,13 @@ def write_cache(args) -> None:
     """Render seeds [0, n) once, in parallel, into the file that ``data.preload`` + ``data.cache_file`` read."""
     import time
 
+    from wagi.builders import dataset_source
     from wagi.checkpoint import save_checkpoint
+    from wagi.config import DataConfig
     from wagi.data.demo_faces import DemoFaceDataset
-    from wagi.training.data import dataset_source, preload_images, read_image_cache
+    from wagi.training.data import preload_images, read_image_cache
 
-    source = dataset_source(True, None, args.n, args.size)
+    source = dataset_source(DataConfig(demo=True), args.n, args.size)
     if args.cache.exists() and not args.overwrite and read_image_cache(args.cache, source) is not None:
         print(f"{args.cache} already holds these {args.n} faces")
         return

@@ -13,6 +13,7 @@ import torch
 
 import wagi.config
 import wagi.data.demo_faces
+import wagi.datasets
 import wagi.training.gan_config
 from tests.helpers import load_script
 from wagi.checkpoint import save_generator
@@ -189,7 +190,7 @@ def test_demo_images_are_the_first_seeds_the_demo_gan_trains_on(tmp_path):
         assert torch.equal(t.train_set[i], gan_set[i]), i
     assert len(Trainer(_cfg(tmp_path), progress=False).train_set) == TRAIN_SEED_END
     assert TEST_SEED_OFFSET == TRAIN_SEED_END  # validation faces start right after the training seeds
-    for module in (data_module, wagi.config, wagi.data.demo_faces, wagi.training.gan_config):
+    for module in (wagi.datasets, wagi.config, wagi.data.demo_faces, wagi.training.gan_config):
         assert module.TRAIN_SEED_END is TRAIN_SEED_END  # defined once, in wagi.demo_seeds, and imported
 
 

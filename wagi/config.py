@@ -22,7 +22,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from wagi.datasets import DATASETS, dataset_kind
 from wagi.demo_seeds import TRAIN_SEED_END
+from wagi.losses import EXTRA_LAMBDAS_KEY, LOSS_TERMS, lambda_key
+from wagi.models.backbones import BACKBONES
+from wagi.models.encoders import ENCODER_HEADS
+from wagi.models.fusion import FUSIONS
+from wagi.registry import Registry
 
 
 class ConfigError(ValueError):
@@ -123,8 +129,17 @@ def _path(default=None, must_exist: bool = True):
     return field(default=default, metadata={"path": True, "must_exist": must_exist})
 
 
-def _choice(default, choices: Sequence[Any]):
-    return field(default=default, metadata={"choices": tuple(choices)})
+def _choice(default, choices: Union[Sequence[Any], Registry], also: Sequence[Any] = ()):
+    """A field whose value is one of ``choices``: a fixed sequence, or a :class:`~wagi.registry.Registry`
+    read at validation time (so kinds registered later are accepted), plus the fixed values ``also``."""
+    fixed = choices if isinstance(choices, Registry) else tuple(choices)
+    return field(default=default, metadata={"choices": fixed, "also": tuple(also)})
+
+
+def allowed_values(f: dataclasses.Field) -> Optional[List[Any]]:
+    """The values a choice field accepts now (None: not a choice field)."""
+    choices = f.metadata.get("choices")
+    return None if choices is None else list(f.metadata.get("also", ())) + list(choices)
 
 
 
@@ -154,13 +169,15 @@ class GeneratorConfig:
 
 @dataclass
 class EncoderConfig:
-    kind: str = _choice("restyle", ("psp", "e4e", "restyle"))
-    backbone: str = _choice("ir_se50", ("ir_se50", "resnet34", "small"))
+    kind: str = _choice("restyle", ENCODER_HEADS)  # wagi.models.encoders.ENCODER_HEADS
+    backbone: str = _choice("ir_se50", BACKBONES)  # wagi.models.backbones.BACKBONES
     weights: Optional[str] = _path(None)   # backbone init: model_ir_se50.pth or a torchvision resnet34 file
     input_size: int = 256                  # the encoder sees images resized to this
     n_iters: int = 5                       # ReStyle refinement steps (1 for psp / e4e)
     width: int = 16                        # 'small' backbone: stage widths (w, 2w, 4w, 8w)
     head_channels: Optional[int] = None    # map2style width; None: style_dim (ir_se50/resnet34), 8w (small)
+    progressive_every: Optional[int] = None  # progressive heads (e4e): one more W+ delta every N steps; None: all
+    progressive_start: int = 0             # with progressive_every: steps trained with W only (no deltas)
 
 
 @dataclass
@@ -174,7 +191,7 @@ class AlignerConfig:
 
 @dataclass
 class FusionConfig:
-    kind: str = _choice("wavelet", ("none", "wavelet", "feature"))
+    kind: str = _choice("wavelet", FUSIONS, also=("none",))  # wagi.models.fusion.FUSIONS
     resolutions: List[int] = field(default_factory=lambda: [32, 64, 128])  # feature resolutions fused
     source: str = _choice("residual", ("residual", "input"))  # DWT of x - x̂0, or of x itself
     levels: int = 1                        # Haar levels of the fusion input pyramid
@@ -202,6 +219,7 @@ class LossConfig:
     delta_reg: float = 0.0
     aligner: float = 0.1                   # L1 of the aligned residual vs the true residual
     loss_size: Optional[int] = 256         # images are pooled to this size for the losses (None: full)
+    terms: Dict[str, float] = field(default_factory=dict)  # weights of registered terms without a key above
     wavelet_cfg: WaveletLossConfig = field(default_factory=WaveletLossConfig)
     lpips_net: str = _choice("alex", ("alex", "vgg"))
     lpips_weights: Optional[str] = _path(None)   # torchvision trunk weights; default: torch hub cache
@@ -210,6 +228,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
+    kind: Optional[str] = _choice(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
     train_dir: Optional[str] = _path(None)
     test_dir: Optional[str] = _path(None)
     demo: bool = False                     # procedural demo faces instead of folders
@@ -349,9 +368,9 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
             default = _field_default(f)
             raw = {**(default if isinstance(default, dict) else {}), **raw}
         value = _coerce(raw, hints[name], full)
-        choices = f.metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise ConfigError(full, f"must be one of {list(choices)}, got {shown(value)}")
+        allowed = allowed_values(f)
+        if allowed is not None and value not in allowed:
+            raise ConfigError(full, f"must be one of {allowed}, got {shown(value)}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -499,8 +518,22 @@ def _check_consistency(cfg: WaGIConfig) -> None:
             raise ConfigError("fusion.edit_gate", f"needs hi > lo, got lo={lo}, hi={hi}")
         if dilate != int(dilate) or not 0 <= dilate <= 8:
             raise ConfigError("fusion.edit_gate", f"dilate (the third value) is an integer in [0, 8], got {dilate}")
-    for key in ("l2", "lpips", "id", "wavelet", "w_norm", "delta_reg", "aligner"):
-        check_range(getattr(lc, key), f"loss.{key}", 0.0)
+    check_range(lc.aligner, "loss.aligner", 0.0)
+    for name in LOSS_TERMS:
+        key = lambda_key(name)
+        if key.startswith(EXTRA_LAMBDAS_KEY + "."):
+            check_range(lc.terms.get(name, 0.0), key, 0.0)
+        elif loss_weight(cfg, name) is None:
+            raise ConfigError(key, f"loss term '{name}' names this weight key, which the config does not have")
+        else:
+            check_range(loss_weight(cfg, name), key, 0.0)
+    for name in lc.terms:
+        if name not in LOSS_TERMS or lambda_key(name) != f"{EXTRA_LAMBDAS_KEY}.{name}":
+            own = [t for t in LOSS_TERMS if lambda_key(t) == f"{EXTRA_LAMBDAS_KEY}.{t}"]
+            why = (f"its weight is {lambda_key(name)}" if name in LOSS_TERMS else
+                   f"terms weighted here: {own or 'none registered'}")
+            raise ConfigError(f"{EXTRA_LAMBDAS_KEY}.{name}", f"is not a registered loss term without a key of its own "
+                                                             f"({why})")
     wl = lc.wavelet_cfg
     check_range(wl.levels, "loss.wavelet_cfg.levels", 1, MAX_HAAR_LEVELS)
     for band, weight in wl.band_weights.items():
@@ -528,8 +561,14 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     for key in ("max_steps", "keep_checkpoints"):
         if getattr(tc, key) < 0:
             raise ConfigError(f"train.{key}", f"must be >= 0, got {getattr(tc, key)}")
-    if cfg.encoder.kind in ("psp", "e4e") and cfg.encoder.n_iters != 1:
+    if not ENCODER_HEADS.info(cfg.encoder.kind)["iterative"] and cfg.encoder.n_iters != 1:
         raise ConfigError("encoder.n_iters", f"'{cfg.encoder.kind}' encoders run one step; set n_iters: 1")
+    check_range(enc.progressive_every, "encoder.progressive_every", 1)
+    check_range(enc.progressive_start, "encoder.progressive_start", 0)
+    if enc.progressive_every is not None and not ENCODER_HEADS.info(enc.kind)["progressive"]:
+        progressive = [k for k in ENCODER_HEADS if ENCODER_HEADS.info(k)["progressive"]]
+        raise ConfigError("encoder.progressive_every", f"'{enc.kind}' heads have no progressive stages (those of "
+                                                       f"{progressive} do); set it to null")
     if cfg.encoder.n_iters < 1:
         raise ConfigError("encoder.n_iters", "must be >= 1")
     if cfg.generator.to_rgb_kernel < 1 or cfg.generator.to_rgb_kernel % 2 == 0:
@@ -543,16 +582,17 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         if r % (2 ** (cfg.fusion.levels - 1)):
             raise ConfigError("fusion.levels", f"{cfg.fusion.levels} Haar levels need every fusion resolution "
                                                f"divisible by {2 ** (cfg.fusion.levels - 1)}; {r} is not")
-    if not cfg.data.demo and cfg.train.max_steps > 0 and cfg.data.train_dir is None:
-        raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
     dc = cfg.data
+    kind = check_dataset_kind(dc)
+    if kind == "folder" and cfg.train.max_steps > 0 and dc.train_dir is None:
+        raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
     if dc.demo_images is not None:
-        if not dc.demo:
+        if kind != "demo":
             raise ConfigError("data.demo_images", "only applies to the demo faces (data.demo: true); set it to null")
         if not 1 <= dc.demo_images <= TRAIN_SEED_END:
             raise ConfigError("data.demo_images", f"must be in [1, {TRAIN_SEED_END}] (the demo training "
                                                   f"seeds), got {dc.demo_images}")
-    if dc.preload and dc.demo and dc.demo_images is None:
+    if dc.preload and kind == "demo" and dc.demo_images is None:
         raise ConfigError("data.demo_images", "data.preload needs a finite training set: set data.demo_images "
                                               "(the number of demo faces to render once), or data.preload: false")
     if dc.workers < 0:
@@ -560,10 +600,33 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     if cfg.encoder.head_channels is not None and cfg.encoder.head_channels < 1:
         raise ConfigError("encoder.head_channels", f"must be >= 1 or null, got {cfg.encoder.head_channels}")
     if cfg.train.stage == "fusion" and cfg.fusion.kind == "none":
-        raise ConfigError("fusion.kind", "stage 'fusion' needs a fusion kind ('wavelet' or 'feature')")
+        raise ConfigError("fusion.kind", f"stage 'fusion' needs a fusion kind (one of {list(FUSIONS)})")
     for band in cfg.loss.wavelet_cfg.band_weights:
         if band not in ("LL", "LH", "HL", "HH"):
             raise ConfigError(f"loss.wavelet_cfg.band_weights.{band}", "bands are LL, LH, HL, HH")
+
+
+def check_dataset_kind(dc) -> str:
+    """The dataset kind a ``data`` section selects (:func:`wagi.datasets.dataset_kind`); ``data.demo: true``
+    with another ``data.kind`` is a conflict (shared by the encoder and the generator schemas)."""
+    if dc.demo and dc.kind not in (None, "demo"):
+        raise ConfigError("data.kind", f"is {dc.kind!r} but data.demo is true; set data.demo: false (or data.kind: "
+                                       "null for the demo faces)")
+    return dataset_kind(dc)
+
+
+def loss_weight(cfg: WaGIConfig, term: str) -> Optional[float]:
+    """The weight of the registered loss term ``term`` in ``cfg``, read at its ``lambda_key`` (``loss.l2``,
+    ``loss.terms.<name>``, ...); None when the config has no such key."""
+    node: Any = cfg
+    for part in lambda_key(term).split("."):
+        if isinstance(node, dict):
+            node = node.get(part, 0.0)
+        elif dataclasses.is_dataclass(node) and hasattr(node, part):
+            node = getattr(node, part)
+        else:
+            return None
+    return node
 
 
 def validate_config(schema, data: Optional[Dict[str, Any]], check_consistency: Callable[[Any], None],

@@ -15,6 +15,9 @@ term               value
 ``DeltaRegularizer`` sum_i batch mean of ||w_i - w_0||_2                           (e4e)
 =================  ==========================================================================
 
+:data:`LOSS_TERMS` registers each term by name with the inputs its ``forward`` takes (from
+:data:`LOSS_INPUTS`) and the config key of its weight (``lambda_key``); a new term is one class here with
+``@register_loss_term(...)`` (``docs/extending.md``).
 :class:`InversionCriterion` builds the terms whose weight (lambda) is positive, so a configuration
 that does not use LPIPS or the ID loss never needs their pretrained weights, and returns the
 weighted total with a dict of float logs. A non-finite term raises :class:`NonFiniteLossError`
@@ -29,19 +32,49 @@ import inspect
 import math
 import os
 import warnings
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wagi.registry import Registry
 from wagi.wavelets import BANDS, HIGH_BANDS, dwt_multilevel
 
 # Keys of the YAML config (``wagi.config.LossConfig``) named in error messages.
 LPIPS_WEIGHTS_KEY = "loss.lpips_weights"
 ID_WEIGHTS_KEY = "loss.id_weights"
-LAMBDA_KEYS: Dict[str, str] = {"l2": "loss.l2", "wavelet": "loss.wavelet", "lpips": "loss.lpips", "id": "loss.id",
-                               "w_norm": "loss.w_norm", "delta": "loss.delta_reg"}
+LPIPS_LAMBDA_KEY = "loss.lpips"
+ID_LAMBDA_KEY = "loss.id"
+
+# What InversionCriterion.forward can hand a term: reconstruction and target images (N, C, H, W), the W+
+# code (N, n_latent, D), latent_avg (D,) or (n_latent, D), and e4e's number of active deltas (int or None).
+LOSS_INPUTS: Tuple[str, ...] = ("x_hat", "x", "w_plus", "latent_avg", "n_active")
+_REQUIRED_INPUTS = ("x_hat", "x", "w_plus")  # the others may be None
+EXTRA_LAMBDAS_KEY = "loss.terms"  # the weights of registered terms that have no config key of their own
+
+# term class (an nn.Module); info: inputs (names from LOSS_INPUTS, in forward's order), lambda_key (the dotted
+# config key of its weight) and config_options (fn(loss config section) -> keyword options of the class).
+LOSS_TERMS: Registry[type] = Registry("loss term", "loss")
+
+
+def register_loss_term(name: str, inputs: Sequence[str] = ("x_hat", "x"), lambda_key: Optional[str] = None,
+                       config_options: Optional[Callable[[Any], Dict[str, Any]]] = None):
+    """Register a loss class under ``name``. ``inputs``: what its ``forward`` takes, in order (from
+    :data:`LOSS_INPUTS`); ``lambda_key``: the config key of its weight (default ``loss.terms.<name>``, an entry
+    of the mapping ``loss.terms``); ``config_options``: ``fn(loss config section) -> {option: value}`` for the
+    class's constructor. A class may define ``forward_logged(*inputs, detail) -> (value, {log name: tensor})``
+    to log side values (per-band errors, similarities)."""
+    bad = [i for i in inputs if i not in LOSS_INPUTS]
+    if bad or not inputs:
+        raise ValueError(f"loss term {name!r}: inputs {list(inputs)} must be names from {list(LOSS_INPUTS)}")
+    return LOSS_TERMS.register(name, inputs=tuple(inputs), lambda_key=lambda_key or f"{EXTRA_LAMBDAS_KEY}.{name}",
+                               config_options=config_options or (lambda lc: {}))
+
+
+def lambda_key(term: str) -> str:
+    """The config key of the weight of the registered loss term ``term`` (e.g. ``'loss.delta_reg'``)."""
+    return LOSS_TERMS.info(term)["lambda_key"]
 
 ID_WEIGHTS_FILE = "model_ir_se50.pth"
 ID_WEIGHTS_SUGGESTED_PATH = "pretrained/model_ir_se50.pth"
@@ -118,6 +151,7 @@ def _check_size_arg(value: Optional[int], name: str) -> None:
 # pixel and wavelet losses
 
 
+@register_loss_term("l2", lambda_key="loss.l2")
 class L2Loss(nn.Module):
     """Pixel MSE ``mean((x_hat - x)^2)`` over all elements: the ``torch.nn.MSELoss`` of pSp / ReStyle.
 
@@ -134,6 +168,12 @@ class L2Loss(nn.Module):
         return F.mse_loss(resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to))
 
 
+def _wavelet_options(lc) -> Dict[str, Any]:
+    return {"levels": lc.wavelet_cfg.levels, "band_weights": dict(lc.wavelet_cfg.band_weights),
+            "include_ll": "LL" in lc.wavelet_cfg.band_weights}
+
+
+@register_loss_term("wavelet", lambda_key="loss.wavelet", config_options=_wavelet_options)
 class WaveletLoss(nn.Module):
     r"""Weighted squared error of Haar sub-bands: the wavelet loss of WaGI.
 
@@ -263,6 +303,13 @@ class WaveletLoss(nn.Module):
         terms = self._band_terms(self._error(x_hat, x))
         return self._combine(terms), terms
 
+    def forward_logged(self, x_hat: torch.Tensor, x: torch.Tensor, detail: bool = False):
+        """The loss and, with ``detail``, the unweighted band terms as ``'wavelet/<band>'``."""
+        if not detail:
+            return self(x_hat, x), {}
+        v, bands = self.forward_with_bands(x_hat, x)
+        return v, {f"wavelet/{b}": bv for b, bv in bands.items()}
+
 
 # --------------------------------------------------------------------------------------------------
 # LPIPS
@@ -313,7 +360,7 @@ def resolve_lpips_trunk_path(net: str, weights_path: Optional[PathLike] = None) 
         raise FileNotFoundError(
             f"LPIPS ({net}) needs torchvision's ImageNet weights '{fname}' in '{directory}' (from "
             f"{_tv_weights(net).url}); put the file there or set {LPIPS_WEIGHTS_KEY} to its path "
-            f"(or set {LAMBDA_KEYS['lpips']} to 0)"
+            f"(or set {LPIPS_LAMBDA_KEY} to 0)"
         )
     return path
 
@@ -345,6 +392,8 @@ def _trunk_state_dict(trunk: nn.Module, tv_state: Mapping[str, torch.Tensor], pa
     return mapped
 
 
+@register_loss_term("lpips", lambda_key=LPIPS_LAMBDA_KEY,
+                    config_options=lambda lc: {"net": lc.lpips_net, "weights_path": lc.lpips_weights})
 class LPIPSLoss(nn.Module):
     """LPIPS distance (``lpips`` package, v0.1) averaged over the batch.
 
@@ -411,7 +460,7 @@ def _missing_id_weights(path: Optional[PathLike]) -> FileNotFoundError:
     return FileNotFoundError(
         f"the ID loss needs the IR-SE50 ArcFace weights '{ID_WEIGHTS_FILE}' (pSp's pretrained_models file), {where}; "
         f"put it e.g. at {ID_WEIGHTS_SUGGESTED_PATH} and set {ID_WEIGHTS_KEY} to its path "
-        f"(or set {LAMBDA_KEYS['id']} to 0)"
+        f"(or set {ID_LAMBDA_KEY} to 0)"
     )
 
 
@@ -427,6 +476,7 @@ def build_id_backbone(weights_path: Optional[PathLike]) -> nn.Module:
     return IRSEBackboneArcFace.from_pretrained(weights_path, input_size=ID_INPUT_SIZE)
 
 
+@register_loss_term("id", lambda_key=ID_LAMBDA_KEY, config_options=lambda lc: {"weights_path": lc.id_weights})
 class IDLoss(nn.Module):
     """Identity loss ``mean_n(1 - cos(f(x_hat_n), f(x_n)))`` with a frozen ArcFace embedding ``f``.
 
@@ -472,6 +522,11 @@ class IDLoss(nn.Module):
         loss = (1.0 - sim).mean()
         return (loss, sim) if return_similarity else loss
 
+    def forward_logged(self, x_hat: torch.Tensor, x: torch.Tensor, detail: bool = False):
+        """The loss and the batch-mean cosine similarity as ``'id_similarity'``."""
+        loss, sim = self(x_hat, x, return_similarity=True)
+        return loss, {"id_similarity": sim.mean()}
+
 
 # --------------------------------------------------------------------------------------------------
 # latent regularisers
@@ -482,6 +537,7 @@ def _check_w(w: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} expects W+ codes (N, n_latent, D), got shape {tuple(w.shape)}")
 
 
+@register_loss_term("w_norm", inputs=("w_plus", "latent_avg"), lambda_key="loss.w_norm")
 class WNormLoss(nn.Module):
     """pSp's W-norm: ``mean_n ||w_n - latent_avg||_2`` with the norm over ``(n_latent, D)``.
 
@@ -504,6 +560,7 @@ class WNormLoss(nn.Module):
         return torch.linalg.vector_norm(w, ord=2, dim=(1, 2)).mean()
 
 
+@register_loss_term("delta", inputs=("w_plus", "n_active"), lambda_key="loss.delta_reg")
 class DeltaRegularizer(nn.Module):
     """e4e's delta regulariser: ``sum_{i=1..k} mean_n ||w_{n,i} - w_{n,0}||_2`` (norm over D).
 
@@ -524,16 +581,13 @@ class DeltaRegularizer(nn.Module):
 # criterion
 
 
-TERMS = ("l2", "wavelet", "lpips", "id", "w_norm", "delta")
-_LATENT_TERMS = ("w_norm", "delta")
-_CONFIG_KEYS = ("lambdas", "wavelet", "lpips", "id", "w_norm", "l2", "log_subbands", "check_finite")
+_CRITERION_KEYS = ("lambdas", "log_subbands", "check_finite")
 
 
 def _options(name: str, cls, opts: Optional[Mapping]) -> dict:
-    """Validate ``opts`` against ``cls.__init__``'s keyword arguments; one line naming a bad key."""
+    """Validate ``opts`` against ``cls``'s keyword arguments; one line naming a bad key."""
     opts = dict(opts or {})
-    params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p in params if p != "self"]
+    allowed = [p for p in inspect.signature(cls).parameters]
     unknown = [k for k in opts if k not in allowed]
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in the {name} loss options; valid: {allowed}")
@@ -543,68 +597,55 @@ def _options(name: str, cls, opts: Optional[Mapping]) -> dict:
 class InversionCriterion(nn.Module):
     """Weighted sum of the inversion loss terms.
 
-    ``total = sum_t lambdas[t] * L_t + sum_e lambda_e * L_e`` over the built terms ``t`` of
-    ``TERMS = ('l2', 'wavelet', 'lpips', 'id', 'w_norm', 'delta')`` and the trainer's ``extra_terms``.
-    Only terms with ``lambdas[t] > 0`` are built (a missing lambda is 0), so LPIPS / ArcFace weights
-    are needed only when their lambda is positive.
+    ``total = sum_t lambdas[t] * L_t + sum_e lambda_e * L_e`` over the built terms ``t`` of :data:`LOSS_TERMS`
+    (``'l2', 'wavelet', 'lpips', 'id', 'w_norm', 'delta'`` and any registered one) and the trainer's
+    ``extra_terms``. Only terms with ``lambdas[t] > 0`` are built (a missing lambda is 0), so LPIPS / ArcFace
+    weights are needed only when their lambda is positive.
 
     Args:
         lambdas: ``{term: weight >= 0}``.
-        wavelet, lpips, id, w_norm, l2: keyword options of :class:`WaveletLoss`, :class:`LPIPSLoss`,
-            :class:`IDLoss` (e.g. ``weights_path``, or ``backbone`` to inject a module),
-            :class:`WNormLoss`, :class:`L2Loss`.
         log_subbands: also log the unweighted per-band wavelet terms (``'wavelet/LH1'``, ...).
         check_finite: raise :class:`NonFiniteLossError` from ``forward`` when a term is NaN/inf.
+        **options: ``{term: {keyword options of its class}}``, e.g. ``wavelet={'levels': 2}``,
+            ``lpips={'net': 'vgg'}``, ``id={'weights_path': ...}`` (or ``backbone`` to inject a module).
 
     ``forward`` returns ``(total, logs)``: ``total`` a scalar tensor with gradient, ``logs`` a dict of
-    floats: ``<term>`` (unweighted), ``<term>_weighted``, ``'total'``, and ``'id_similarity'`` (mean
-    cosine) when the ID term is built.
+    floats: ``<term>`` (unweighted), ``<term>_weighted``, ``'total'``, and the side values of terms with
+    ``forward_logged`` (``'id_similarity'``, the mean cosine, when the ID term is built).
     """
 
-    def __init__(
-        self,
-        lambdas: Mapping[str, float],
-        wavelet: Optional[Mapping] = None,
-        lpips: Optional[Mapping] = None,
-        id: Optional[Mapping] = None,
-        w_norm: Optional[Mapping] = None,
-        l2: Optional[Mapping] = None,
-        log_subbands: bool = False,
-        check_finite: bool = True,
-    ):
+    def __init__(self, lambdas: Mapping[str, float], log_subbands: bool = False, check_finite: bool = True,
+                 **options: Optional[Mapping]):
         super().__init__()
         lambdas = dict(lambdas)
-        unknown = [k for k in lambdas if k not in TERMS]
+        unknown = [k for k in lambdas if k not in LOSS_TERMS]
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown} in lambdas; valid: {list(TERMS)}")
+            raise ValueError(f"unknown loss term(s) {unknown} in lambdas; valid: {list(LOSS_TERMS)}")
+        unknown = [k for k in options if k not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown} given options; valid: {list(LOSS_TERMS)}")
         for k, v in lambdas.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"the weight of loss term '{k}' ({LAMBDA_KEYS[k]}) must be a finite number >= 0, got {v!r}")
-        self.lambdas = {t: float(lambdas.get(t, 0.0)) for t in TERMS}
+                raise ValueError(f"the weight of loss term '{k}' ({lambda_key(k)}) must be a finite number >= 0, "
+                                 f"got {v!r}")
+        self.lambdas = {t: float(lambdas.get(t, 0.0)) for t in LOSS_TERMS}
         if not any(self.lambdas.values()):
-            raise ValueError(f"no loss term has a positive weight ({', '.join(LAMBDA_KEYS.values())}): nothing to optimise")
+            keys = ", ".join(lambda_key(t) for t in LOSS_TERMS)
+            raise ValueError(f"no loss term has a positive weight ({keys}): nothing to optimise")
         self.log_subbands = log_subbands
         self.check_finite_values = check_finite
-
+        self.inputs = {t: LOSS_TERMS.info(t)["inputs"] for t in LOSS_TERMS}
         # Options are validated even for unused terms, so a typo never waits for the day a lambda turns on.
-        opts = {
-            "l2": _options("l2", L2Loss, l2),
-            "wavelet": _options("wavelet", WaveletLoss, wavelet),
-            "lpips": _options("lpips", LPIPSLoss, lpips),
-            "id": _options("id", IDLoss, id),
-            "w_norm": _options("w_norm", WNormLoss, w_norm),
-            "delta": {},
-        }
-        classes = {"l2": L2Loss, "wavelet": WaveletLoss, "lpips": LPIPSLoss, "id": IDLoss,
-                   "w_norm": WNormLoss, "delta": DeltaRegularizer}
-        self.terms = nn.ModuleDict({t: classes[t](**opts[t]) for t in TERMS if self.lambdas[t] > 0})
+        opts = {t: _options(t, LOSS_TERMS[t], options.get(t)) for t in LOSS_TERMS}
+        self.terms = nn.ModuleDict({t: LOSS_TERMS[t](**opts[t]) for t in LOSS_TERMS if self.lambdas[t] > 0})
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "InversionCriterion":
         """Build from a plain dict: ``{'lambdas': {...}, 'wavelet': {...}, 'lpips': {...}, 'id': {...}, ...}``."""
-        unknown = [k for k in cfg if k not in _CONFIG_KEYS]
+        valid = list(_CRITERION_KEYS) + list(LOSS_TERMS)
+        unknown = [k for k in cfg if k not in valid]
         if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in loss config; valid: {list(_CONFIG_KEYS)}")
+            raise ValueError(f"unknown key(s) {unknown} in loss config; valid: {valid}")
         if "lambdas" not in cfg:
             raise ValueError("loss config needs 'lambdas' ({term: weight})")
         return cls(**dict(cfg))
@@ -628,31 +669,24 @@ class InversionCriterion(nn.Module):
         w_plus: Optional[torch.Tensor] = None,
         latent_avg: Optional[torch.Tensor] = None,
         extra_terms: Optional[Mapping[str, Tuple[float, torch.Tensor]]] = None,
+        n_active: Optional[int] = None,
     ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """``extra_terms``: ``{name: (lambda, scalar tensor)}`` added to the total (e.g. an aligner L1)."""
+        """``extra_terms``: ``{name: (lambda, scalar tensor)}`` added to the total (e.g. an aligner L1);
+        ``n_active``: e4e's number of active deltas (the ``delta`` term; None: all)."""
+        given = {"x_hat": x_hat, "x": x, "w_plus": w_plus, "latent_avg": latent_avg, "n_active": n_active}
         values: Dict[str, torch.Tensor] = {}
         weights: Dict[str, float] = {}
         side: Dict[str, torch.Tensor] = {}
         for t, module in self.terms.items():
-            if t in _LATENT_TERMS and w_plus is None:
-                raise ValueError(f"loss term '{t}' has a positive lambda but forward got no w_plus")
-            if t == "l2":
-                v = module(x_hat, x)
-            elif t == "wavelet":
-                if self.log_subbands:
-                    v, bands = module.forward_with_bands(x_hat, x)
-                    side.update({f"wavelet/{b}": bv.detach() for b, bv in bands.items()})
-                else:
-                    v = module(x_hat, x)
-            elif t == "lpips":
-                v = module(x_hat, x)
-            elif t == "id":
-                v, sim = module(x_hat, x, return_similarity=True)
-                side["id_similarity"] = sim.detach().mean()
-            elif t == "w_norm":
-                v = module(w_plus, latent_avg)
+            missing = [i for i in self.inputs[t] if i in _REQUIRED_INPUTS and given[i] is None]
+            if missing:
+                raise ValueError(f"loss term '{t}' has a positive lambda but forward got no {', '.join(missing)}")
+            args = [given[i] for i in self.inputs[t]]
+            if hasattr(module, "forward_logged"):
+                v, extra = module.forward_logged(*args, detail=self.log_subbands)
+                side.update({k: sv.detach() for k, sv in extra.items()})
             else:
-                v = module(w_plus)
+                v = module(*args)
             values[t], weights[t] = v, self.lambdas[t]
         for name, item in (extra_terms or {}).items():
             if name in values or name == "total":

@@ -34,12 +34,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+
+from wagi.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -528,35 +530,51 @@ def load_resnet34_weights(module: nn.Module, path: PathLike, strict: bool = True
 # ------------------------------------------------------------------------------------------------
 # factory
 
-BACKBONES: Tuple[str, ...] = ("ir_se50", "resnet34", "small")
-_BACKBONE_OPTIONS: Dict[str, Tuple[str, ...]] = {
-    "ir_se50": ("num_layers", "mode", "weights"),
-    "resnet34": ("weights",),
-    "small": ("channels", "units", "mode"),
-}
+# builder(input_nc, **options) -> module with .input_nc, .out_channels (C1, C2, C3) and forward -> BackboneFeatures;
+# info: options (the keyword options it takes), narrow_heads (heads default to c3's width, not style_dim) and
+# config_options (fn(encoder config section) -> options taken from the config; encoder.weights is added by
+# wagi.builders when the backbone takes 'weights').
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "encoder.backbone")
+
+
+def register_backbone(name: str, options: Sequence[str] = (), narrow_heads: bool = False,
+                      config_options: Optional[Callable[[Any], Dict[str, Any]]] = None):
+    """Register ``fn(input_nc, **options) -> backbone`` under ``encoder.backbone`` ``name`` (see :data:`BACKBONES`)."""
+    return BACKBONES.register(name, options=tuple(options), narrow_heads=bool(narrow_heads),
+                              config_options=config_options or (lambda ec: {}))
+
+
+@register_backbone("ir_se50", options=("num_layers", "mode", "weights"))
+def _ir_se50(input_nc: int, weights: Optional[PathLike] = None, **options) -> nn.Module:
+    backbone = IRSEBackbone(input_nc, **options)
+    if weights is not None:
+        load_irse50_weights(backbone, weights)
+    return backbone
+
+
+@register_backbone("resnet34", options=("weights",))
+def _resnet34(input_nc: int, weights: Optional[PathLike] = None) -> nn.Module:
+    backbone = ResNet34Backbone(input_nc)
+    if weights is not None:
+        load_resnet34_weights(backbone, weights)
+    return backbone
+
+
+@register_backbone("small", options=("channels", "units", "mode"), narrow_heads=True,
+                   config_options=lambda ec: {"channels": tuple(ec.width * m for m in (1, 2, 4, 8))})
+def _small(input_nc: int, **options) -> nn.Module:
+    return SmallBackbone(input_nc, **options)
 
 
 def build_backbone(name: str, input_nc: int = 3, **options) -> nn.Module:
     """Build a backbone by name: ``'ir_se50'`` (options ``num_layers=50``, ``mode='ir_se'``, ``weights=None``:
-    path of ``model_ir_se50.pth``), ``'resnet34'`` (``weights=None``: torchvision ResNet-34 state_dict) or
-    ``'small'`` (``channels=(16, 32, 64, 128)``, ``units=(1, 1, 1, 1)``, ``mode='ir'``). Without ``weights`` the
-    backbone is randomly initialised.
+    path of ``model_ir_se50.pth``), ``'resnet34'`` (``weights=None``: torchvision ResNet-34 state_dict),
+    ``'small'`` (``channels=(16, 32, 64, 128)``, ``units=(1, 1, 1, 1)``, ``mode='ir'``) or a registered one.
+    Without ``weights`` the backbone is randomly initialised.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-    unknown = sorted(set(options) - set(_BACKBONE_OPTIONS[name]))
+    build = BACKBONES[name]
+    takes = BACKBONES.info(name)["options"]
+    unknown = sorted(set(options) - set(takes))
     if unknown:
-        raise ValueError(f"backbone {name!r} does not take option(s) {unknown}; "
-                         f"it takes {list(_BACKBONE_OPTIONS[name])}")
-    weights = options.pop("weights", None)
-    if name == "ir_se50":
-        backbone: nn.Module = IRSEBackbone(input_nc, **options)
-        if weights is not None:
-            load_irse50_weights(backbone, weights)
-    elif name == "resnet34":
-        backbone = ResNet34Backbone(input_nc)
-        if weights is not None:
-            load_resnet34_weights(backbone, weights)
-    else:
-        backbone = SmallBackbone(input_nc, **options)
-    return backbone
+        raise ValueError(f"backbone {name!r} does not take option(s) {unknown}; it takes {list(takes)}")
+    return build(input_nc, **options)

@@ -12,6 +12,12 @@ the previous step's latent, see :meth:`wagi.models.wagi.WaGI.encode`). ``n_laten
 - ``restyle``: :class:`BackboneEncoder`, all entries from c3, no FPN, 6-channel input (ReStyle-pSp);
 - ``restyle_e4e``: :class:`Encoder4Editing` without FPN (all from c3), 6-channel input (ReStyle-e4e).
 
+The heads are registered in :data:`ENCODER_HEADS` (``encoder.kind``) with two properties the model and the
+trainer read: ``iterative`` (ReStyle's refinement loop on ``cat([x, x_hat])``, ``encoder.n_iters`` steps)
+and ``progressive`` (e4e's growing number of active deltas, driven by ``encoder.progressive_every``).
+A new head is one builder function here with ``@register_head(name, iterative=..., progressive=...)``
+(``docs/extending.md``).
+
 Backbones (:mod:`wagi.models.backbones`): ``ir_se50``, ``resnet34``, ``small``; all expose the taps
 c1 (S/4), c2 (S/8), c3 (S/16), so the heads here do not depend on the backbone. Head sizes follow the input
 size: a map2style block on an ``s x s`` map has ``log2(s)`` stride-2 convs (4 on c3 at S = 256, 2 at S = 64).
@@ -23,7 +29,7 @@ State_dict names: ``backbone.*`` (pSp's ``input_layer`` / ``body`` or ReStyle's 
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +37,10 @@ from torch import nn
 
 from wagi.models.backbones import BACKBONES, TAP_REDUCTIONS, BackboneFeatures, build_backbone
 from wagi.models.layers import EqualLinear
+from wagi.registry import Registry
 
-ENCODER_KINDS: Tuple[str, ...] = ("psp", "e4e", "restyle", "restyle_e4e")
+# builder(trunk, n_latent=, image_size=, style_dim=, head_channels=) -> module; info: iterative, progressive
+ENCODER_HEADS: Registry[Callable[..., nn.Module]] = Registry("encoder kind", "encoder.kind")
 RESTYLE_INPUT_NC = 6  # cat([x, current reconstruction]) along channels
 HEAD_LRELU_SLOPE = 0.01  # pSp's map2style blocks use nn.LeakyReLU() with its default slope
 
@@ -262,7 +270,40 @@ class BackboneEncoder(_StyleEncoder):
 
 
 # ------------------------------------------------------------------------------------------------
-# factory
+# registry and factory
+
+
+def register_head(name: str, iterative: bool = False, progressive: bool = False):
+    """Register a head builder ``fn(trunk, n_latent=, image_size=, style_dim=, head_channels=) -> nn.Module``
+    under ``encoder.kind`` ``name``. ``iterative``: a ReStyle-style head (6-channel input ``cat([x, x_hat])``,
+    ``encoder.n_iters`` refinement steps); ``progressive``: the module has ``set_progressive_stage(k)`` and
+    ``progressive_stage`` (e4e's schedule, see ``encoder.progressive_every``)."""
+    return ENCODER_HEADS.register(name, iterative=bool(iterative), progressive=bool(progressive))
+
+
+def head_input_nc(kind: str) -> int:
+    """Image channels the head ``kind`` reads: 6 for iterative heads (``cat([x, x_hat])``), else 3."""
+    return RESTYLE_INPUT_NC if ENCODER_HEADS.info(kind)["iterative"] else 3
+
+
+@register_head("psp")
+def _psp(trunk: nn.Module, **common) -> nn.Module:
+    return GradualStyleEncoder(trunk, **common)
+
+
+@register_head("e4e", progressive=True)
+def _e4e(trunk: nn.Module, **common) -> nn.Module:
+    return Encoder4Editing(trunk, use_fpn=True, **common)
+
+
+@register_head("restyle", iterative=True)
+def _restyle(trunk: nn.Module, **common) -> nn.Module:
+    return BackboneEncoder(trunk, **common)
+
+
+@register_head("restyle_e4e", iterative=True, progressive=True)
+def _restyle_e4e(trunk: nn.Module, **common) -> nn.Module:
+    return Encoder4Editing(trunk, use_fpn=False, **common)
 
 
 def build_encoder(
@@ -278,37 +319,29 @@ def build_encoder(
     """Build an inversion encoder ``(N, input_nc, image_size, image_size) -> (N, n_latent, style_dim)`` deltas.
 
     Args:
-        kind: ``'psp'``, ``'e4e'``, ``'restyle'`` or ``'restyle_e4e'`` (see the module docstring).
-        backbone: ``'ir_se50'``, ``'resnet34'`` or ``'small'``.
+        kind: a key of :data:`ENCODER_HEADS`: ``'psp'``, ``'e4e'``, ``'restyle'``, ``'restyle_e4e'`` (see the
+            module docstring) or a registered one.
+        backbone: a key of :data:`wagi.models.backbones.BACKBONES`: ``'ir_se50'``, ``'resnet34'``, ``'small'``.
         n_latent: ``G.n_latent`` of the generator (12 for SWAGAN-256, 16 for SWAGAN-1024).
-        input_nc: image channels; None = 6 for the ReStyle kinds (``cat([x, x_hat])``), 3 otherwise.
+        input_nc: image channels; None = 6 for the iterative (ReStyle) kinds (``cat([x, x_hat])``), 3 otherwise.
         image_size: input size S the heads are sized for (256 in the paper setting, 64-128 for the demo);
             a power of two >= 32.
         style_dim: W dimension.
-        head_channels: width of the map2style convs; None = ``style_dim`` (pSp's 512) for ir_se50 / resnet34 and
-            c3's width (128 by default) for the small backbone, which keeps the demo encoder light.
+        head_channels: width of the map2style convs; None = ``style_dim`` (pSp's 512), or c3's width for a
+            backbone registered with ``narrow_heads`` (``small``: 128 by default, which keeps the demo light).
         backbone_kwargs: options of :func:`wagi.models.backbones.build_backbone`, e.g. ``weights=path`` (IR-SE50
             ``model_ir_se50.pth`` / torchvision ResNet-34 state_dict, loaded strictly with a logged report),
             ``num_layers``, ``mode``, ``channels``, ``units``.
     """
-    if kind not in ENCODER_KINDS:
-        raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+    head = ENCODER_HEADS[kind]
+    narrow = BACKBONES.info(backbone)["narrow_heads"]
     _check_sizes(n_latent, image_size)  # before any heavy backbone construction or weight loading
     if input_nc is None:
-        input_nc = RESTYLE_INPUT_NC if kind.startswith("restyle") else 3
+        input_nc = head_input_nc(kind)
     trunk = build_backbone(backbone, input_nc, **backbone_kwargs)
     if head_channels is None:
-        head_channels = trunk.out_channels[-1] if backbone == "small" else style_dim
-    common = dict(n_latent=n_latent, image_size=image_size, style_dim=style_dim, head_channels=head_channels)
-    if kind == "psp":
-        return GradualStyleEncoder(trunk, **common)
-    if kind == "e4e":
-        return Encoder4Editing(trunk, use_fpn=True, **common)
-    if kind == "restyle":
-        return BackboneEncoder(trunk, **common)
-    return Encoder4Editing(trunk, use_fpn=False, **common)
+        head_channels = trunk.out_channels[-1] if narrow else style_dim
+    return head(trunk, n_latent=n_latent, image_size=image_size, style_dim=style_dim, head_channels=head_channels)
 
 
 _PSP_TRUNK_PREFIXES: Tuple[str, ...] = ("input_layer.", "body.", "conv1.", "bn1.", "relu.")

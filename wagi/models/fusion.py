@@ -23,22 +23,32 @@ channels (LH, HL, HH; 9 of the 12) of that skip at chosen resolutions:
 
 :class:`FeatureFusion` is the HFGI-style baseline: (scale, shift) modulation of one feature map computed
 from the distortion map. Every choice here is a config option, see ``docs/method.md``.
+
+Every fusion variant subclasses :class:`Fusion`, which declares what it injects into the generator
+(``injects``: :data:`WAVELET_CORRECTIONS`, applied to the skip chain only, or :data:`FEATURE_CONDITIONS`,
+which need a full synthesis pass) and holds its optional ``aligner``; the variants are registered in
+:data:`FUSIONS` (``fusion.kind``) by a builder ``fn(fusion_config, generator, aligner) -> Fusion``
+(``docs/extending.md``).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import wavelets as wv
+from ..registry import Registry
 
 N_HF = 9  # LH, HL, HH for 3 colour channels
 FULL_WIDTH_MAX_RES = 128
 EDIT_MODES = ("reuse", "recompute")
 EDIT_SIGNALS = ("high", "pixel")  # fusion CNNs above this feature resolution halve their width per level (cost)
+WAVELET_CORRECTIONS = "wavelet_corrections"  # {r: (N, 9, r, r)} added to the HF channels of SWAGAN's skip
+FEATURE_CONDITIONS = "feature_conditions"    # {r: (scale, shift)} modulating the features at resolution r
+INJECTIONS = (WAVELET_CORRECTIONS, FEATURE_CONDITIONS)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -201,7 +211,36 @@ def edit_change_gate(base: torch.Tensor, edited: torch.Tensor, resolutions: Sequ
     return out
 
 
-class WaveletFusion(nn.Module):
+class Fusion(nn.Module):
+    """The interface of a fusion variant (see the module docstring).
+
+    ``forward(x, x_hat0, target=None, source_map=None)`` returns the mapping the generator takes as its
+    ``injects`` argument (:meth:`wagi.models.swagan.Generator.compose` for :data:`WAVELET_CORRECTIONS`,
+    :meth:`~wagi.models.swagan.Generator.synthesize` for :data:`FEATURE_CONDITIONS`). ``aligner`` is a
+    :class:`ResidualAligner` or None: with one, ``forward`` moves the distortion onto ``target`` through it,
+    and the fusion stage trains it (``loss.aligner``). ``edit_mode`` and :meth:`gate_edit` say how an edit
+    pass reuses the corrections (defaults: recompute them, apply them everywhere).
+    """
+
+    injects: str = WAVELET_CORRECTIONS
+    edit_mode: str = "recompute"
+
+    def __init__(self, aligner: Optional[ResidualAligner] = None):
+        super().__init__()
+        if self.injects not in INJECTIONS:
+            raise ValueError(f"{type(self).__name__}.injects must be one of {INJECTIONS}, got {self.injects!r}")
+        self.aligner = aligner
+
+    @property
+    def has_aligner(self) -> bool:
+        return self.aligner is not None
+
+    def gate_edit(self, corrections, base: torch.Tensor, edited: torch.Tensor):
+        """An edit pass's corrections as applied (default: unchanged)."""
+        return corrections
+
+
+class WaveletFusion(Fusion):
     """Predict HF corrections to SWAGAN's wavelet skip (see the module docstring).
 
     Args:
@@ -221,11 +260,13 @@ class WaveletFusion(nn.Module):
         edit_signal: what the gate measures, ``'high'`` or ``'pixel'`` (:func:`edit_change_gate`).
     """
 
+    injects = WAVELET_CORRECTIONS
+
     def __init__(self, image_size: int, resolutions: Sequence[int], width: int = 64, source: str = "residual",
                  levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None,
                  edit_mode: str = "recompute", edit_gate: Optional[Tuple[float, float, int]] = None,
                  edit_signal: str = "high"):
-        super().__init__()
+        super().__init__(aligner)
         if edit_mode not in EDIT_MODES:
             raise ValueError(f"edit_mode must be one of {EDIT_MODES}, got {edit_mode!r}")
         self.edit_mode = edit_mode
@@ -252,7 +293,6 @@ class WaveletFusion(nn.Module):
         self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, level_width(width, r)) for r in self.resolutions})
         self.gates = nn.ParameterDict({str(r): nn.Parameter(torch.full((1, N_HF, 1, 1), float(gate_init)))
                                        for r in self.resolutions})
-        self.aligner = aligner
 
     def distortion(self, x: torch.Tensor, x_hat0: torch.Tensor) -> torch.Tensor:
         """The source map the corrections are computed from (N,3,S,S)."""
@@ -296,16 +336,18 @@ class WaveletFusion(nn.Module):
         return {r: c * gates[r].to(c.dtype) for r, c in corrections.items()}
 
 
-class FeatureFusion(nn.Module):
+class FeatureFusion(Fusion):
     """HFGI-style baseline: from the distortion map Δ, predict (scale, shift) for the feature map at one
     resolution ``r``: F ← F ⊙ (1 + scale) + shift, after the first convolution of that block.
 
     The heads' last layers are zero-initialised, so the output is unchanged at init.
     """
 
+    injects = FEATURE_CONDITIONS
+
     def __init__(self, image_size: int, resolution: int, feature_channels: int, width: int = 64,
                  aligner: Optional[ResidualAligner] = None):
-        super().__init__()
+        super().__init__(aligner)
         if resolution < 8 or resolution > image_size // 2 or resolution & (resolution - 1):
             raise ValueError(f"feature-fusion resolution {resolution} is invalid for a size-{image_size} SWAGAN")
         self.image_size, self.resolution = image_size, resolution
@@ -319,7 +361,6 @@ class FeatureFusion(nn.Module):
         for conv in (self.scale, self.shift):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
-        self.aligner = aligner
 
     def forward(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
                 source_map: Optional[torch.Tensor] = None) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:
@@ -331,3 +372,23 @@ class FeatureFusion(nn.Module):
             delta = self.aligner(delta, target)
         h = self.trunk(torch.cat([delta, target], dim=1))
         return {self.resolution: (self.scale(h), self.shift(h))}
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+# builder(fusion config section, generator, aligner or None) -> Fusion; "none" (no fusion) is not an entry
+FUSIONS: Registry[Callable[..., Fusion]] = Registry("fusion kind", "fusion.kind")
+
+
+@FUSIONS.register("wavelet")
+def _wavelet_fusion(fc, generator: nn.Module, aligner: Optional[ResidualAligner]) -> Fusion:
+    gate = None if fc.edit_gate is None else (fc.edit_gate[0], fc.edit_gate[1], int(fc.edit_gate[2]))
+    return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
+                         gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate,
+                         edit_signal=fc.edit_signal)
+
+
+@FUSIONS.register("feature")
+def _feature_fusion(fc, generator: nn.Module, aligner: Optional[ResidualAligner]) -> Fusion:
+    r = fc.resolutions[0]
+    return FeatureFusion(generator.size, r, generator.channels[r], width=fc.width, aligner=aligner)

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import FORMAT_NAME, FORMAT_VERSION
-from .fusion import FeatureFusion, ResidualAligner, WaveletFusion, resize
+from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, state_dict_mismatch
+from ..config import ConfigError, from_dict, shown
+from .encoders import ENCODER_HEADS
+from .fusion import FEATURE_CONDITIONS, WAVELET_CORRECTIONS, Fusion, resize
 
 
 def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:
@@ -55,12 +57,13 @@ class WaGI(nn.Module):
 
     Args:
         generator: a :class:`wagi.models.swagan.Generator`.
-        encoder: maps (N, C, S_enc, S_enc) → (N, n_latent, style_dim) *deltas*; C = 6 for ``restyle``.
+        encoder: maps (N, C, S_enc, S_enc) → (N, n_latent, style_dim) *deltas*; C = 6 for iterative heads.
         latent_avg: (style_dim,) or (n_latent, style_dim) average latent.
-        encoder_kind: ``'psp'``, ``'e4e'`` or ``'restyle'``.
-        n_iters: ReStyle refinement steps.
+        encoder_kind: a key of :data:`~wagi.models.encoders.ENCODER_HEADS` (``'psp'``, ``'e4e'``, ``'restyle'``,
+            ``'restyle_e4e'``, ...); its registered ``iterative`` property selects the ReStyle loop.
+        n_iters: refinement steps of an iterative head (1 otherwise).
         encoder_input_size: size the encoder sees.
-        fusion: a :class:`WaveletFusion`, a :class:`FeatureFusion` or None.
+        fusion: a :class:`~wagi.models.fusion.Fusion` (``WaveletFusion``, ``FeatureFusion``, ...) or None.
         config: resolved config (plain dict), stored in checkpoints.
         randomize_noise: fresh generator noise on every synthesis (False: the stored noise buffers).
     """
@@ -69,13 +72,16 @@ class WaGI(nn.Module):
                  n_iters: int = 1, encoder_input_size: int = 256, fusion: Optional[nn.Module] = None,
                  config: Optional[Dict[str, Any]] = None, randomize_noise: bool = False):
         super().__init__()
-        if encoder_kind not in ("psp", "e4e", "restyle"):
-            raise ValueError(f"unknown encoder kind {encoder_kind!r}")
+        head = ENCODER_HEADS.info(encoder_kind)  # raises for an unknown kind
+        if fusion is not None and not isinstance(fusion, Fusion):
+            raise TypeError(f"fusion must be a wagi.models.fusion.Fusion, got {type(fusion).__name__}")
         self.generator = generator
         self.encoder = encoder
         self.fusion = fusion
         self.encoder_kind = encoder_kind
-        self.n_iters = int(n_iters) if encoder_kind == "restyle" else 1
+        self.iterative: bool = head["iterative"]      # ReStyle: refine on cat([x, x̂_t]) for n_iters steps
+        self.progressive: bool = head["progressive"]  # e4e: encoder.set_progressive_stage / progressive_stage
+        self.n_iters = int(n_iters) if self.iterative else 1
         self.encoder_input_size = int(encoder_input_size)
         self.n_latent = generator.n_latent
         self.register_buffer("latent_avg", _as_wplus(latent_avg.detach().float(), self.n_latent)[0].clone())
@@ -87,6 +93,17 @@ class WaGI(nn.Module):
     @property
     def image_size(self) -> int:
         return self.generator.size
+
+    @property
+    def n_active(self) -> Optional[int]:
+        """Active W+ deltas of a progressive (e4e) head, ``0 .. n_latent - 1``; None for other heads."""
+        return int(self.encoder.progressive_stage) if self.progressive else None
+
+    def set_n_active(self, n_active: int) -> None:
+        """Set the active deltas of a progressive head (e4e's training schedule)."""
+        if not self.progressive:
+            raise ValueError(f"encoder kind {self.encoder_kind!r} has no progressive stages")
+        self.encoder.set_progressive_stage(n_active)
 
     def synthesize(self, w_plus: torch.Tensor, feature_conditions=None) -> List[torch.Tensor]:
         return self.generator.synthesize(w_plus, randomize_noise=self.randomize_noise,
@@ -109,7 +126,7 @@ class WaGI(nn.Module):
 
     def encoder_input(self, x: torch.Tensor, current: Optional[torch.Tensor] = None) -> torch.Tensor:
         xe = resize(x, self.encoder_input_size)
-        if self.encoder_kind != "restyle":
+        if not self.iterative:
             return xe
         cur = self.average_image(x.shape[0]).to(x.dtype) if current is None else resize(current, self.encoder_input_size)
         return torch.cat([xe, cur], dim=1)
@@ -117,7 +134,7 @@ class WaGI(nn.Module):
     def encoder_step(self, x: torch.Tensor, w: torch.Tensor, current: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One encoder pass: ``w + E(encoder_input(x, current))``, w+ ``(N, n_latent, D)``.
 
-        psp / e4e: ``w`` is ``latent_avg`` and ``current`` unused. ReStyle: ``w`` is the previous step's
+        psp / e4e (one-pass heads): ``w`` is ``latent_avg`` and ``current`` unused. ReStyle (iterative): ``w`` is the previous step's
         latent and ``current`` its image (``None``: the average image, step 0).
         """
         return w + self.encoder(self.encoder_input(x, current))
@@ -125,7 +142,7 @@ class WaGI(nn.Module):
     def encode(self, x: torch.Tensor, return_steps: bool = False) -> Union[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """w+ (N, n_latent, D) of images ``x``; with ``return_steps`` a list of (w+_t, x̂_t) per ReStyle step."""
         avg = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
-        if self.encoder_kind != "restyle":
+        if not self.iterative:
             w = self.encoder_step(x, avg)
             return [(w, self.decode(w))] if return_steps else w
         w, current, steps = avg, None, []
@@ -138,19 +155,18 @@ class WaGI(nn.Module):
 
     def fusion_outputs(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
                        source_map: Optional[torch.Tensor] = None):
-        """Arguments for the fused generator pass: ``{'wavelet_corrections': ...}`` or ``{'feature_conditions': ...}``."""
+        """Arguments for the fused generator pass: ``{fusion.injects: fusion(...)}``, i.e.
+        ``{'wavelet_corrections': ...}`` or ``{'feature_conditions': ...}``."""
         if self.fusion is None:
             return {}
-        out = self.fusion(x, x_hat0, target=target, source_map=source_map)
-        key = "feature_conditions" if isinstance(self.fusion, FeatureFusion) else "wavelet_corrections"
-        return {key: out}
+        return {self.fusion.injects: self.fusion(x, x_hat0, target=target, source_map=source_map)}
 
     def fused_decode(self, w_plus: torch.Tensor, branches: List[torch.Tensor], fuse_args: Dict[str, Any]) -> torch.Tensor:
         """The fused image. Wavelet corrections reuse the first pass's branches (only the skip chain is
         recomputed); feature conditions change the convolutional features, so they need a full pass."""
-        if "feature_conditions" in fuse_args:
-            return self.compose(self.synthesize(w_plus, feature_conditions=fuse_args["feature_conditions"]))
-        return self.compose(branches, fuse_args.get("wavelet_corrections"))
+        if FEATURE_CONDITIONS in fuse_args:
+            return self.compose(self.synthesize(w_plus, feature_conditions=fuse_args[FEATURE_CONDITIONS]))
+        return self.compose(branches, fuse_args.get(WAVELET_CORRECTIONS))
 
     # --------------------------------------------------------------------------------------- main API
 
@@ -208,59 +224,39 @@ class WaGI(nn.Module):
         branches = self.synthesize(we)
         edited = self.compose(branches)
         if x is not None and base is not None and fuse and self.fusion is not None:
-            reuse = getattr(self.fusion, "edit_mode", None) == "reuse"
+            reuse = self.fusion.edit_mode == "reuse"
             args = self.fusion_outputs(x, base, target=None if reuse else edited)
-            if "wavelet_corrections" in args:  # not where the edit changed the image (fusion.edit_gate)
-                args["wavelet_corrections"] = self.fusion.gate_edit(args["wavelet_corrections"], base, edited)
+            if WAVELET_CORRECTIONS in args:  # not where the edit changed the image (fusion.edit_gate)
+                args[WAVELET_CORRECTIONS] = self.fusion.gate_edit(args[WAVELET_CORRECTIONS], base, edited)
             edited = self.fused_decode(we, branches, args)
         return edited
 
     # ------------------------------------------------------------------------------------ persistence
 
     def checkpoint_dict(self, **extra) -> Dict[str, Any]:
-        """Tensors + plain containers only (loads with ``torch.load(weights_only=True)``)."""
+        """Tensors + plain containers only (loads with ``torch.load(weights_only=True)``). A progressive head
+        below its last stage records ``n_active``, so the loaded model uses the deltas it was trained with."""
+        if self.progressive and self.n_active != self.n_latent - 1:
+            extra = {"n_active": self.n_active, **extra}
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "kind": "wagi_model", "config": self.config,
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
                 "latent_avg": self.latent_avg.detach().cpu(), **extra}
 
     def save(self, path, **extra) -> None:
-        from ..checkpoint import save_checkpoint
-
         save_checkpoint(self.checkpoint_dict(**extra), path)
 
     @classmethod
     def from_config(cls, cfg, generator: Optional[nn.Module] = None, latent_avg: Optional[torch.Tensor] = None,
                     load_weights: bool = True) -> "WaGI":
-        """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict).
+        """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict): :func:`wagi.builders.build_model`.
 
         Without a ``latent_avg`` (given, or carried by the generator checkpoint) it is the mean of
         ``LATENT_AVG_SAMPLES`` mapped samples drawn from a local RNG seeded with ``experiment.seed``: the same
         config gives the same ``latent_avg``, and the global torch RNG is left as it was.
         """
-        from ..checkpoint import LATENT_AVG_SAMPLES
-        from ..config import WaGIConfig, from_dict, to_dict
-        from .encoders import build_encoder
+        from ..builders import build_model  # wagi.builders imports this module (it builds WaGI): import at call
 
-        if not isinstance(cfg, WaGIConfig):
-            cfg = from_dict(cfg, check_paths=False)
-        gc, ec = cfg.generator, cfg.encoder
-        if generator is None:
-            generator, latent_avg = build_generator(cfg, load_weights=load_weights, latent_avg=latent_avg)
-        if latent_avg is None:
-            rng = torch.Generator().manual_seed(cfg.experiment.seed)
-            with torch.no_grad():
-                latent_avg = generator.mean_latent(LATENT_AVG_SAMPLES, generator=rng)[0]
-        enc_kwargs: Dict[str, Any] = {}
-        if ec.backbone == "small":
-            enc_kwargs["channels"] = tuple(ec.width * m for m in (1, 2, 4, 8))
-        elif load_weights and ec.weights:
-            enc_kwargs["weights"] = ec.weights  # loaded strictly, with a report of ignored keys
-        encoder = build_encoder(ec.kind, ec.backbone, generator.n_latent, image_size=ec.input_size,
-                                style_dim=gc.style_dim, head_channels=ec.head_channels, **enc_kwargs)
-        fusion = build_fusion(cfg, generator)
-        return cls(generator, encoder, latent_avg, encoder_kind=ec.kind, n_iters=ec.n_iters,
-                   encoder_input_size=ec.input_size, fusion=fusion, config=to_dict(cfg),
-                   randomize_noise=gc.randomize_noise)
+        return build_model(cfg, generator=generator, latent_avg=latent_avg, load_weights=load_weights)
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "WaGI":
@@ -271,8 +267,7 @@ class WaGI(nn.Module):
         allocation), so a wrong size, width, style_dim or a foreign entry is one
         :class:`~wagi.checkpoint.CheckpointError` line naming the keys.
         """
-        from ..checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
-        from ..config import ConfigError, from_dict, shown
+        from ..builders import generator_from_config  # wagi.builders imports this module: import at call
 
         ckpt = load_checkpoint(path, map_location=map_location)
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME or ckpt.get("kind") != "wagi_model":
@@ -302,7 +297,7 @@ class WaGI(nn.Module):
         try:
             with torch.device("meta"):  # shapes only: nothing allocated for a config that does not fit
                 probe = cls.from_config(cfg, latent_avg=torch.zeros(cfg.generator.style_dim), load_weights=False,
-                                        generator=_generator_from_config(cfg))
+                                        generator=generator_from_config(cfg))
         except (ValueError, TypeError, RuntimeError) as err:
             raise CheckpointError(f"{path}: cannot build the model its config describes: {err}") from None
         mismatch = state_dict_mismatch(probe, sd)
@@ -315,76 +310,13 @@ class WaGI(nn.Module):
         if latent_avg.numel() not in (d, probe.n_latent * d) or latent_avg.shape[-1] != d:
             raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(latent_avg.shape)}, expected ({d},) or "
                                   f"({probe.n_latent}, {d})")
-        model = cls.from_config(cfg, latent_avg=latent_avg, load_weights=False, generator=_generator_from_config(cfg))
+        model = cls.from_config(cfg, latent_avg=latent_avg, load_weights=False, generator=generator_from_config(cfg))
         state = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
         model.load_state_dict(state, strict=True)
+        n_active = ckpt.get("n_active")
+        if n_active is not None:
+            if not model.progressive or not isinstance(n_active, int) or not 0 <= n_active < model.n_latent:
+                raise CheckpointError(f"{path}: 'n_active' is {shown(n_active)}, not a stage of a progressive "
+                                      f"encoder (0 to {model.n_latent - 1})")
+            model.set_n_active(n_active)
         return model
-
-
-def _generator_from_config(cfg_dict) -> nn.Module:
-    from ..config import WaGIConfig, from_dict
-
-    cfg = cfg_dict if isinstance(cfg_dict, WaGIConfig) else from_dict(cfg_dict, check_paths=False)
-    generator, _ = build_generator(cfg, load_weights=False)
-    return generator
-
-
-# The generator.* keys that fix the architecture; a checkpoint that records its own config must agree on them.
-GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max", "to_rgb_kernel")
-
-
-def check_generator_config(gc, carried: Optional[Dict[str, Any]], source) -> None:
-    """Raise ``ValueError`` naming the first ``generator.<key>`` (:data:`GENERATOR_CONFIG_KEYS`) whose value in
-    ``gc`` (a :class:`wagi.config.GeneratorConfig`) differs from the config ``carried`` by the checkpoint
-    ``source`` (project GAN checkpoints, exported generator files and WaGI models store it as plain data;
-    None or a config without a ``generator`` section: nothing to check)."""
-    theirs = carried.get("generator") if isinstance(carried, dict) else None
-    if not isinstance(theirs, dict):
-        return
-    for key in GENERATOR_CONFIG_KEYS:
-        if key in theirs and theirs[key] != getattr(gc, key):
-            raise ValueError(f"generator.{key} is {getattr(gc, key)!r} in this config but {theirs[key]!r} in the "
-                             f"config stored in {source}; set generator.{key}: {theirs[key]!r}")
-
-
-def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.Tensor] = None):
-    """Generator from ``cfg.generator``: loaded from ``ckpt`` when given (and ``load_weights``), else built.
-
-    A checkpoint that carries its config must agree with ``cfg.generator`` on the architecture keys
-    (:func:`check_generator_config`), so the config saved with the model rebuilds the same generator.
-    """
-    from .swagan import Generator
-
-    gc = cfg.generator
-    if load_weights and gc.ckpt:
-        from ..checkpoint import load_generator
-
-        generator, ckpt_avg, info = load_generator(gc.ckpt, trust=gc.trust_checkpoint)
-        check_generator_config(gc, info.get("config"), gc.ckpt)
-        if generator.size != gc.size:
-            raise ValueError(f"generator.size is {gc.size} but {gc.ckpt} holds a size-{generator.size} SWAGAN")
-        theirs = generator.config["to_rgb_kernel"]
-        if theirs != gc.to_rgb_kernel:  # the saved model is rebuilt from the config: it must describe the file
-            raise ValueError(f"generator.to_rgb_kernel is {gc.to_rgb_kernel} but {gc.ckpt} has {theirs}x{theirs} "
-                             f"ToRGB convs; set generator.to_rgb_kernel: {theirs}")
-        return generator, latent_avg if latent_avg is not None else ckpt_avg
-    kwargs = {}
-    if gc.channel_max is not None:
-        kwargs["channel_max"] = gc.channel_max
-    generator = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier,
-                          to_rgb_kernel=gc.to_rgb_kernel, **kwargs)
-    return generator, latent_avg
-
-
-def build_fusion(cfg, generator: nn.Module) -> Optional[nn.Module]:
-    fc = cfg.fusion
-    if fc.kind == "none":
-        return None
-    aligner = ResidualAligner(fc.aligner.width, fc.aligner.size) if fc.aligner.enabled else None
-    if fc.kind == "wavelet":
-        gate = None if fc.edit_gate is None else (fc.edit_gate[0], fc.edit_gate[1], int(fc.edit_gate[2]))
-        return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
-                             gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate,
-                             edit_signal=fc.edit_signal)
-    r = fc.resolutions[0]
-    return FeatureFusion(generator.size, r, generator.channels[r], width=fc.width, aligner=aligner)

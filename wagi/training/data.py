@@ -10,18 +10,18 @@ Preloading (both trainers' ``data.preload``): a finite training set is decoded (
 uint8 tensor ``(N, 3, S, S)`` kept on the training device, and each step gathers its batch there
 (:class:`PreloadedImages`, indexed by the same :class:`StepBatchSampler`), so no loader worker runs in
 the loop. ``data.cache_file`` keeps that tensor on disk together with a record of what it was built from
-(:func:`dataset_source`); a cache whose record differs is rebuilt (:func:`load_preloaded`).
+(:func:`wagi.builders.dataset_source`); a cache whose record differs is rebuilt (:func:`load_preloaded`).
+The datasets themselves come from :func:`wagi.builders.build_dataset` (registry :data:`wagi.datasets.DATASETS`).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from .distributed import DistInfo, barrier
 
 UINT8_MAX = 255.0
@@ -74,37 +74,6 @@ def sample_seeds(seed: int, step: int, batch_size: int, rank: int = 0, world_siz
     return seeds[rank * batch_size: (rank + 1) * batch_size].tolist()
 
 
-def build_datasets(cfg) -> Tuple[Dataset, Optional[Dataset]]:
-    """(train, test) datasets from ``cfg.data``; each item is a (3, S, S) tensor in [-1, 1].
-
-    Demo training faces are the seeds ``[0, data.demo_images)`` (null: ``[0, TRAIN_SEED_END)``), the
-    validation ones ``data.demo_test_size`` seeds from ``TEST_SEED_OFFSET`` on (``wagi.demo_seeds``).
-    """
-    dc = cfg.data
-    if dc.demo:
-        from ..data.demo_faces import DemoFaceDataset
-
-        n_train = TRAIN_SEED_END if dc.demo_images is None else dc.demo_images
-        train = DemoFaceDataset(n_train, dc.image_size, seed_offset=0)
-        test = DemoFaceDataset(dc.demo_test_size, dc.image_size, seed_offset=TEST_SEED_OFFSET)
-        return train, test
-    train = image_folder_dataset(dc.train_dir, dc.image_size, "data.train_dir")
-    test = image_folder_dataset(dc.test_dir, dc.image_size, "data.test_dir") if dc.test_dir else None
-    return train, test
-
-
-def image_folder_dataset(folder: str, size: int, key: str) -> Dataset:
-    """:class:`wagi.imageio.ImageFolderDataset` of ``folder``; a folder with no image, or none readable, is a
-    :class:`~wagi.config.ConfigError` naming the config ``key`` (one line)."""
-    from ..config import ConfigError
-    from ..imageio import ImageFolderDataset, ImageIOError
-
-    try:
-        return ImageFolderDataset(folder, size)
-    except ImageIOError as err:
-        raise ConfigError(key, str(err)) from None
-
-
 def check_batch_fits(n_images: int, batch_size: int, world_size: int, source: str) -> None:
     """A training set must hold at least one global batch: say so naming the keys, before any model is built."""
     from ..config import ConfigError
@@ -138,18 +107,6 @@ def test_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
 
 
 # ------------------------------------------------------------------------------------------- preloading
-
-
-def dataset_source(demo: bool, train_dir: Optional[str], n: int, size: int) -> Dict[str, Any]:
-    """What a preload cache is built from: demo faces (seeds ``[0, n)``, renderer version) or an image folder.
-
-    Both trainers record the same thing, so a cache written by one serves the other at the same size.
-    """
-    if demo:
-        from ..data.demo_faces import DEMO_FACES_VERSION
-
-        return {"kind": "demo", "n": n, "size": size, "version": DEMO_FACES_VERSION}
-    return {"kind": "folder", "root": str(Path(train_dir).resolve()), "n": n, "size": size}
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,7 @@ from ..checkpoint import (
     load_generator,
     save_generator,
 )
+from ..builders import build_dataset, dataset_source
 from ..models.swagan import Discriminator, Generator
 from . import data as D
 from ..fileio import RunLock
@@ -236,14 +237,9 @@ class DiscriminatorPass(nn.Module):
 
 
 def build_gan_dataset(cfg: GANConfig) -> Dataset:
-    """The training set: ``demo_images`` demo faces (seeds 0...) or the images of ``train_dir``; items
-    are ``(3, S, S)`` float tensors in ``[-1, 1]``."""
-    dc, size = cfg.data, cfg.generator.size
-    if dc.demo:
-        from ..data.demo_faces import DemoFaceDataset
-
-        return DemoFaceDataset(dc.demo_images, size, seed_offset=0)
-    return D.image_folder_dataset(dc.train_dir, size, "data.train_dir")
+    """The training set of ``data.kind`` (:func:`wagi.builders.build_dataset`): ``demo_images`` demo faces
+    (seeds 0...) or the images of ``train_dir``; items are ``(3, S, S)`` float tensors in ``[-1, 1]``."""
+    return build_dataset(cfg.data, "train", cfg.generator.size)
 
 
 # ------------------------------------------------------------------------------------- checkpoint state
@@ -674,7 +670,7 @@ class GANTrainer(StopControl):
     def _preload(self) -> PreloadedImages:
         if self._preloaded is None:
             dc = self.cfg.data
-            source = D.dataset_source(dc.demo, dc.train_dir, len(self.train_set), self.cfg.generator.size)
+            source = dataset_source(dc, len(self.train_set), self.cfg.generator.size)
             self._preloaded = D.load_preloaded(self.train_set, source, self.device, self.dist, dc.cache_file,
                                                dc.workers, self.progress, render=preload_images)
         return self._preloaded

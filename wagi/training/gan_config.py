@@ -28,6 +28,7 @@ from ..config import (
     _choice,
     _path,
     all_keys,
+    check_dataset_kind,
     check_finite,
     check_power_of_two,
     check_range,
@@ -37,6 +38,7 @@ from ..config import (
     to_dict,
     validate_config,
 )
+from ..datasets import DATASETS
 from ..demo_seeds import TRAIN_SEED_END
 
 MIN_SIZE = 16  # the SWAGAN discriminator needs at least two downsampling levels above 4x4
@@ -72,6 +74,7 @@ class DiscriminatorConfig:
 
 @dataclass
 class GANDataConfig:
+    kind: Optional[str] = _choice(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
     train_dir: Optional[str] = _path(None)
     demo: bool = False                     # procedural demo faces instead of a folder
     demo_images: int = TRAIN_SEED_END      # distinct demo training faces: seeds [0, demo_images)
@@ -170,9 +173,10 @@ def _check_consistency(cfg: GANConfig) -> None:
         raise ConfigError("generator.to_rgb_kernel", f"must be a positive odd integer (1 or 3), got {g.to_rgb_kernel}")
     if dc.image_size is not None and dc.image_size != g.size:
         raise ConfigError("data.image_size", f"must equal generator.size ({g.size}) or be null, got {dc.image_size}")
+    kind = check_dataset_kind(dc)
     if dc.demo and dc.train_dir is not None:
         raise ConfigError("data.train_dir", "set either data.train_dir or data.demo: true, not both")
-    if not dc.demo and dc.train_dir is None:
+    if kind == "folder" and dc.train_dir is None:
         raise ConfigError("data.train_dir", "set a training image folder, or data.demo: true")
     if dc.demo_images > TRAIN_SEED_END:
         raise ConfigError("data.demo_images", f"at most {TRAIN_SEED_END} (the training seeds), got {dc.demo_images}")

@@ -11,6 +11,11 @@ Stages (``train.stage``):
   with the imperfectly aligned residuals it will see on edited images.
 * ``joint``: everything that is not frozen trains together.
 
+A progressive head (e4e) with ``encoder.progressive_every`` set trains W only for ``encoder.progressive_start``
+steps, then one more W+ delta every ``progressive_every`` steps (:func:`progressive_n_active`, set before each
+step, so a resumed run follows the same schedule); the delta regulariser sums over the active deltas only.
+Checkpoints record ``n_active``.
+
 The order of data and every augmentation are pure functions of ``(seed, step)`` (see
 :mod:`wagi.training.data`), so a run resumed from a checkpoint continues exactly as the uninterrupted run,
 and W processes with batch b follow one process with batch W·b. With ``data.preload`` the batches are
@@ -39,12 +44,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import wavelets as wv
+from ..builders import build_criterion, build_datasets, build_generator, dataset_source
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..fileio import RunLock
 from ..models.fusion import random_perspective, resize
-from ..models.wagi import WaGI, build_generator
+from ..models.wagi import WaGI
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
                      holding_run_folder, restore_signal_handlers, restoring_from, rng_state, save_and_prune,
@@ -55,18 +61,19 @@ from .optim import build_optimizer, build_scheduler
 BEST = "best.pt"  # the checkpoint with the lowest validation MSE so far (beside latest.pt; never pruned)
 
 
-def build_criterion(cfg: WaGIConfig) -> InversionCriterion:
-    lc = cfg.loss
-    lambdas = {"l2": lc.l2, "wavelet": lc.wavelet, "lpips": lc.lpips, "id": lc.id, "w_norm": lc.w_norm,
-               "delta": lc.delta_reg}
-    return InversionCriterion(
-        lambdas,
-        wavelet={"levels": lc.wavelet_cfg.levels, "band_weights": dict(lc.wavelet_cfg.band_weights),
-                 "include_ll": "LL" in lc.wavelet_cfg.band_weights},
-        lpips={"net": lc.lpips_net, "weights_path": lc.lpips_weights},
-        id={"weights_path": lc.id_weights},
-        log_subbands=True,
-    )
+def progressive_n_active(step: int, n_latent: int, every: Optional[int], start: int = 0) -> int:
+    """e4e's progressive schedule: the W+ deltas a progressive head trains at ``step`` (0-based).
+
+    ``every`` None: all ``n_latent - 1`` from the start. Otherwise none (W only) for the first ``start`` steps,
+    then one at step ``start`` and one more every ``every`` steps (delta k from step ``start + (k - 1) * every``),
+    up to ``n_latent - 1``: e4e's ``progressive_start`` / ``progressive_step_every``.
+    """
+    last = n_latent - 1
+    if every is None:
+        return last
+    if step < start:
+        return 0
+    return min(last, 1 + (step - start) // every)
 
 
 class EncoderStep(nn.Module):
@@ -82,7 +89,7 @@ class EncoderStep(nn.Module):
         img = m.decode(w)
         ls = self.loss_size
         loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
-                                    latent_avg=m.latent_avg)
+                                    latent_avg=m.latent_avg, n_active=m.n_active)
         return loss, logs, w, img
 
 
@@ -105,7 +112,7 @@ class FusionStep(nn.Module):
         fusion = m.fusion
         extra = {}
         source_map = None
-        if fusion.aligner is not None:
+        if fusion.has_aligner:
             delta = (x - base).detach()
             warped = torch.stack([random_perspective(delta[i:i + 1], self.distortion_scale, self.aug_prob,
                                                      generator=torch.Generator().manual_seed(int(s)))[0]
@@ -116,7 +123,7 @@ class FusionStep(nn.Module):
         img = m.fused_decode(w, branches, fuse_args)
         ls = self.loss_size
         loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
-                                    latent_avg=m.latent_avg, extra_terms=extra)
+                                    latent_avg=m.latent_avg, extra_terms=extra, n_active=m.n_active)
         return loss, logs, w, img
 
 
@@ -143,7 +150,7 @@ class Trainer(StopControl):
         if cfg.generator.ckpt:
             generator, latent_avg = build_generator(cfg)
         self.criterion = build_criterion(cfg).to(self.device)
-        self.train_set, self.test_set = D.build_datasets(cfg)
+        self.train_set, self.test_set = build_datasets(cfg)
         D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
                            "data.train_dir" if not cfg.data.demo else "the demo training set")
         self.model = WaGI.from_config(cfg, generator=generator, latent_avg=latent_avg).to(self.device)
@@ -162,6 +169,7 @@ class Trainer(StopControl):
         resume_path = resolve_resume(resume, self.ckpt_dir)
         if resume_path is not None:
             self._load_training_state(resume_path)
+        self._apply_progressive_schedule()  # a function of the step: a resumed run continues the schedule
 
         if tc.stage == "encoder":
             self.step_module: nn.Module = EncoderStep(self.model, self.criterion, cfg.loss.loss_size)
@@ -225,6 +233,8 @@ class Trainer(StopControl):
                for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
         self.model.encoder.load_state_dict(enc, strict=True)
         self.model.latent_avg.copy_(ckpt["latent_avg"].to(self.model.latent_avg))
+        if self.model.progressive:  # the frozen encoder keeps the deltas it was trained with (all when unrecorded)
+            self.model.set_n_active(int(ckpt.get("n_active", self.model.n_latent - 1)))
 
     def _set_train_modes(self) -> None:
         """Trained modules in train mode; frozen ones in eval mode (their BatchNorm statistics stay fixed)."""
@@ -235,12 +245,18 @@ class Trainer(StopControl):
         if tc.stage == "fusion":
             m.encoder.eval()
 
+    def _apply_progressive_schedule(self) -> None:
+        """Set a progressive head's active deltas for the current step (``encoder.progressive_every``)."""
+        ec, m = self.cfg.encoder, self.model
+        if ec.progressive_every is not None and m.progressive and self.cfg.train.stage != "fusion":
+            m.set_n_active(progressive_n_active(self.step, m.n_latent, ec.progressive_every, ec.progressive_start))
+
     # --------------------------------------------------------------------------------- checkpoints
 
     def training_state(self) -> Dict[str, Any]:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "best_val": self.best_val, "best_step": self.best_step,
-                "world_size": self.dist.world_size,
+                "world_size": self.dist.world_size, "n_active": self.model.n_active,
                 "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
 
     def save(self, tag: Optional[str] = None) -> Optional[Path]:
@@ -326,6 +342,7 @@ class Trainer(StopControl):
         if cfg.data.hflip:
             flips = torch.tensor([random.Random(s).random() < 0.5 for s in seeds], device=x.device)
             x = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
+        self._apply_progressive_schedule()
         self.optimizer.zero_grad(set_to_none=True)
         logs: Dict[str, float] = {}
         try:
@@ -397,7 +414,7 @@ class Trainer(StopControl):
     def _preload(self) -> D.PreloadedImages:
         if self._preloaded is None:
             dc = self.cfg.data
-            source = D.dataset_source(dc.demo, dc.train_dir, len(self.train_set), dc.image_size)
+            source = dataset_source(dc, len(self.train_set), dc.image_size)
             self._preloaded = D.load_preloaded(self.train_set, source, self.device, self.dist, dc.cache_file,
                                                dc.workers, self.progress)
         return self._preloaded
