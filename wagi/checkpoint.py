@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import re
-import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -48,6 +48,8 @@ import torch
 
 from wagi.fileio import atomic_write
 from wagi.models.swagan import WAVELET_CHANNELS, Generator, default_channels
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -209,7 +211,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
                 f"{path} cannot be loaded as plain data ({what}); if you trust the file, pass {TRUST_FLAG} "
                 f"(config: {TRUST_KEY}: true), which unpickles it fully and can run code stored in it") from err
         notice = f"{path}: full unpickling ({TRUST_FLAG}): this can run code stored in the file"
-        print(f"WARNING: {notice}", file=sys.stderr, flush=True)  # never hidden by PYTHONWARNINGS
+        logger.warning("WARNING: %s", notice)  # never hidden by PYTHONWARNINGS
         warnings.warn(f"loading {notice}", stacklevel=2)
         try:
             obj = torch.load(path, map_location=map_location, weights_only=False)

@@ -118,13 +118,17 @@ def safe_yaml(text: str, what: str = "config") -> Any:
         loader.dispose()
 
 
-def _path(default=None, must_exist: bool = True):
-    """A field holding a file or folder path; checked to exist when set (unless ``must_exist`` is False)."""
+def path_field(default=None, must_exist: bool = True):
+    """A schema field holding a file or folder path; checked to exist when set (unless ``must_exist`` is False)."""
     return field(default=default, metadata={"path": True, "must_exist": must_exist})
 
 
-def _choice(default, choices: Sequence[Any]):
+def choice_field(default, choices: Sequence[Any]):
+    """A schema field whose value must be one of ``choices``."""
     return field(default=default, metadata={"choices": tuple(choices)})
+
+
+_path, _choice = path_field, choice_field  # the short names of the schema tables below
 
 
 

@@ -14,6 +14,7 @@ the loop. ``data.cache_file`` keeps that tensor on disk together with a record o
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from .distributed import DistInfo, barrier
+
+logger = logging.getLogger(__name__)
 
 UINT8_MAX = 255.0
 PRELOAD_BATCH = 64  # images decoded per loader batch while preloading
@@ -211,8 +214,7 @@ def read_image_cache(path: Path, source: Dict[str, Any]) -> Optional[torch.Tenso
                                              "(N, 3, S, S) with a 'source'); delete it or point data.cache_file "
                                              "at another path")
     if data.get("source") != source:
-        print(f"data.cache_file: {path} was built from {data.get('source')}, not {source}: rebuilding it",
-              file=sys.stderr)
+        logger.info("data.cache_file: %s was built from %s, not %s: rebuilding it", path, data.get("source"), source)
         return None
     return images
 

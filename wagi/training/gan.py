@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import logging
 import math
 import os
 import sys
@@ -64,6 +65,8 @@ from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, ho
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
+
+logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 PathLike = Union[str, os.PathLike]
@@ -431,7 +434,7 @@ class GANTrainer(StopControl):
             self.G.load_state_dict({k: v.float() for k, v in theirs.items()}, strict=True)
             self.g_ema.load_state_dict(self.G.state_dict(), strict=True)
         if self.dist.is_main:
-            print(f"warm start: G and g_ema from {path} ({info['format']}); D starts fresh", file=sys.stderr)
+            logger.info("warm start: G and g_ema from %s (%s); D starts fresh", path, info["format"])
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -463,7 +466,7 @@ class GANTrainer(StopControl):
             if int(tr.get("world_size", 1)) != self.dist.world_size:
                 note = (f" (it was written with {tr.get('world_size')} processes, this run has "
                         f"{self.dist.world_size}: the random streams differ from the original run)")
-            print(f"resumed from {path} at step {self.step}{note}", file=sys.stderr)
+            logger.info("resumed from %s at step %d%s", path, self.step, note)
 
     # --------------------------------------------------------------------------------------- samples
 

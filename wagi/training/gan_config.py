@@ -25,13 +25,13 @@ from ..config import (
     MAX_STYLE_DIM,
     ConfigError,
     ExperimentConfig,
-    _choice,
-    _path,
     all_keys,
     check_finite,
     check_power_of_two,
     check_range,
     check_run_location,
+    choice_field,
+    path_field,
     read_config_data,
     save_config,
     to_dict,
@@ -60,7 +60,7 @@ class GANGeneratorConfig:
     channel_max: Optional[int] = None
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
     to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
-    init: Optional[str] = _path(None)      # warm start: G and g_ema from this generator file (D fresh)
+    init: Optional[str] = path_field(None)  # warm start: G and g_ema from this generator file (D fresh)
     trust_checkpoint: bool = False         # allow full unpickling of init (runs code from the file)
 
 
@@ -72,7 +72,7 @@ class DiscriminatorConfig:
 
 @dataclass
 class GANDataConfig:
-    train_dir: Optional[str] = _path(None)
+    train_dir: Optional[str] = path_field(None)
     demo: bool = False                     # procedural demo faces instead of a folder
     demo_images: int = TRAIN_SEED_END      # distinct demo training faces: seeds [0, demo_images)
     image_size: Optional[int] = None       # null: generator.size (must equal it when set)
@@ -80,7 +80,7 @@ class GANDataConfig:
     workers: int = 4
     prefetch: int = 4                      # batches each loader worker prepares ahead
     preload: bool = False                  # decode/render once, keep uint8 on the training device
-    cache_file: Optional[str] = _path(None, must_exist=False)  # .pt cache of the preloaded images
+    cache_file: Optional[str] = path_field(None, must_exist=False)  # .pt cache of the preloaded images
 
 
 @dataclass
@@ -100,7 +100,7 @@ class GANTrainConfig:
     d_warmup: int = 0                      # first steps update only D (no G / path-length / EMA update)
     ema_half_life_kimg: float = 10.0       # g_ema half-life in thousands of images
     ema_rampup: Optional[float] = None     # limit the half-life to rampup x images seen (NVlabs: 0.05)
-    amp: str = _choice("none", ("none", "bf16"))
+    amp: str = choice_field("none", ("none", "bf16"))
     reg_amp: bool = False                  # run the R1 / path-length passes under amp too
     fused_modconv: bool = False            # grouped-conv modulated convs (True) or input scaling (False)
     channels_last: bool = False

@@ -27,6 +27,7 @@ record ``training.best_val`` (that MSE) and ``training.best_step``, so a resumed
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import sys
@@ -51,6 +52,8 @@ from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, de
                      seed_everything, set_rng_state, step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
 
 BEST = "best.pt"  # the checkpoint with the lowest validation MSE so far (beside latest.pt; never pruned)
 
@@ -290,7 +293,7 @@ class Trainer(StopControl):
             self.cards = list(tr.get("cards", []))
             set_rng_state(tr["rng"])
         if self.dist.is_main:
-            print(f"resumed from {path} at step {self.step}")
+            logger.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------------------------- logging
 
