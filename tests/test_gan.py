@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from wagi.checkpoint import load_generator
+from wagi.checkpoint import export_generator, load_generator
 from wagi.config import ConfigError
 from wagi.models.swagan import Discriminator, Generator
 from wagi.training import gan as gan_module
@@ -20,7 +20,6 @@ from wagi.training.gan import (
     TrainingStopped,
     d_logistic_loss,
     ema_beta,
-    export_generator,
     g_nonsaturating_loss,
     mix_latents,
     path_lengths,

@@ -25,7 +25,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from ..models.fusion import resize
+from ..tensors import resize
 from .directions import LayerRange, check_layer_range, restrict_layers
 from .factorization import DEFAULT_PCA_SAMPLES, GanspaceEdit, ganspace_direction, ganspace_directions, sefa_directions
 from .interfacegan import load_boundary

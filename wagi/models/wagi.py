@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import FORMAT_NAME, FORMAT_VERSION
-from .fusion import FeatureFusion, ResidualAligner, WaveletFusion, resize
+from ..tensors import resize
+from .fusion import FeatureFusion, ResidualAligner, WaveletFusion
 
 
 def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:

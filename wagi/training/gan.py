@@ -785,31 +785,8 @@ class GANTrainer(StopControl):
         }
 
 
-# ----------------------------------------------------------------------------------------------- export
-
-
-def export_generator(src: PathLike, out: PathLike, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a compact g_ema-only WaGI generator file (weights in ``dtype``, ``latent_avg`` in fp32).
-
-    ``src`` is any file :func:`wagi.checkpoint.load_generator` reads (a training checkpoint here);
-    :func:`~wagi.checkpoint.load_generator` reads the result back into an fp32 :class:`Generator`.
-    """
-    g, latent_avg, info = load_generator(src, compute_latent_avg=True)
-    half = g.to(dtype)
-    bad = [k for k, v in half.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{src}: g_ema does not fit {dtype} (non-finite after the cast: {bad[:5]})")
-    src_ckpt = load_checkpoint(src)
-    training = src_ckpt.get("training") if isinstance(src_ckpt, dict) else None
-    extra = {"dtype": str(dtype).replace("torch.", ""), "exported_from": str(src)}
-    if isinstance(training, dict) and "step" in training:
-        extra.update(step=int(training["step"]), kimg=float(training.get("kimg", 0.0)),
-                     wall_time_s=float(training.get("wall_time_s", 0.0)), cards=list(training.get("cards", [])))
-    return save_generator(out, half, latent_avg.float(), config=info.get("config") or {}, **extra)
-
-
 __all__ = [
     "GANTrainer", "GeneratorPass", "DiscriminatorPass", "StepRandom", "RunLogger", "PreloadedImages",
     "d_logistic_loss", "g_nonsaturating_loss", "r1_penalty", "path_lengths", "ema_beta", "mix_latents",
-    "step_seed", "build_gan_dataset", "preload_images", "export_generator", "TrainingStopped", "CHECKPOINT_KIND",
+    "step_seed", "build_gan_dataset", "preload_images", "TrainingStopped", "CHECKPOINT_KIND",
 ]

@@ -44,7 +44,8 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..fileio import RunLock
-from ..models.fusion import random_perspective, resize
+from ..models.fusion import random_perspective
+from ..tensors import resize
 from ..models.wagi import WaGI, build_generator
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
