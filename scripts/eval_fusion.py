@@ -42,7 +42,8 @@ from wagi.editing.benchmark import EDIT_TEST_SEED_OFFSET  # noqa: E402
 from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude  # noqa: E402
 from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped  # noqa: E402
 from wagi.fileio import atomic_write  # noqa: E402
-from wagi.models.fusion import WaveletFusion, resize  # noqa: E402
+from wagi.models.fusion import WaveletFusion  # noqa: E402
+from wagi.tensors import resize  # noqa: E402
 from wagi.models.wagi import WaGI  # noqa: E402
 
 OUTPUTS = ("fusion.md", "fusion.json")

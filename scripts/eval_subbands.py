@@ -29,6 +29,7 @@ Exit status: 0 every GT image compared for every method; 1 a file was unreadable
 reconstruction or a name was ambiguous (one line each); 2 usage error.
 """
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -44,9 +45,12 @@ from wagi.cli import named_path, positive_int  # noqa: E402
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
 from wagi.fileio import printable, remove_stale_temps  # noqa: E402
-from wagi.inference import PROJECT_ROOT, invert_folder, log_stderr  # noqa: E402
-from wagi.metrics import (DEFAULT_EVAL_SIZE, PerceptualMetrics, check_report_outputs,  # noqa: E402
-                          evaluate_folders, markdown_report, write_report)
+from wagi.inference import PROJECT_ROOT, invert_folder  # noqa: E402
+from wagi.evaluation import DEFAULT_EVAL_SIZE, evaluate_folders  # noqa: E402
+from wagi.metrics import PerceptualMetrics  # noqa: E402
+from wagi.reports import check_report_outputs, markdown_report, write_report  # noqa: E402
+
+logger = logging.getLogger("wagi.scripts.eval_subbands")
 
 DEFAULT_OUT = Path("outputs") / "eval"
 RECON_DIR = "recon"
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
         print(f"{metric} skipped (pass {flags[metric]} PATH to compute it): {reason}", file=sys.stderr, flush=True)
     print(describe_device(device), flush=True)
 
-    report = LoadReport(log=log_stderr)
+    report = LoadReport(log=logger.warning)
     methods = {name: path for name, path in args.method}
     size_source = "--size"
     if args.ckpt:

@@ -24,6 +24,7 @@ Exit status: 0 every image done; 1 some input unreadable, skipped or not written
 others are processed); 2 usage error (checkpoint missing or unreadable, no input images, bad option).
 """
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport
                           OutputExistsError, find_images)
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
 from wagi.inference import (DEFAULT_OUTPUT, DEMO_CKPT, EXAMPLES_DIR, LATENT_FORMATS,  # noqa: E402
-                            invert_folder, log_stderr, resolve_checkpoint, shown_path)
+                            invert_folder, resolve_checkpoint, shown_path)
+
+logger = logging.getLogger("wagi.scripts.invert")
 
 DEFAULT_CKPT = DEMO_CKPT
 DEFAULT_INPUT = EXAMPLES_DIR
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
         _error("; ".join(input_problems) if input_problems else str(err))
         return 2
     for problem in input_problems:
-        log_stderr(problem)
+        logger.warning(problem)
     if args.output.exists() and not args.output.is_dir():
         _error(f"--output {args.output} is a file, not a folder")
         return 2
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
           f"n_latent {model.n_latent}, fusion {fusion}; {describe_device(device)}", flush=True)
     print(f"{len(items)} image(s) -> {args.output}", flush=True)
 
-    report = LoadReport(log=log_stderr)
+    report = LoadReport(log=logger.warning)
     try:
         summary = invert_folder(model, items, args.output, batch_size=args.batch_size, policy=args.policy, fuse=fuse,
                                 save_latents=args.save_latents, latents_bundle=args.latents_bundle,

@@ -50,8 +50,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="wagi_soak_") as tmp:
         out = args.out if args.out is not None else Path(tmp)
         report = soak(args.config, out, args.kills, seed=args.seed, max_delay_s=args.max_delay,
-                      overrides=[f"train.max_steps={args.steps}", *args.overrides],
-                      log=lambda line: print(line, flush=True))
+                      overrides=[f"train.max_steps={args.steps}", *args.overrides])  # progress: stderr
     print("\n".join(report.lines()))
     if args.json is not None:
         atomic_write(args.json, json.dumps({**report.__dict__, "ok": report.ok}, indent=2) + "\n")

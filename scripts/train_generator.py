@@ -36,7 +36,7 @@ def _export(args, cfg) -> int:
     from pathlib import Path
 
     from wagi.checkpoint import CheckpointError
-    from wagi.training.gan import export_generator
+    from wagi.checkpoint import export_generator
     from wagi.training.common import CHECKPOINT_DIR, LATEST
 
     src = args.checkpoint

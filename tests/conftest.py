@@ -3,6 +3,7 @@ marker: tests marked ``@pytest.mark.slow`` (the kill -9 soak) run only with ``py
 import pytest
 
 from tests.helpers import tiny_wagi
+from wagi.cli import setup_logging
 
 
 def pytest_addoption(parser):
@@ -20,6 +21,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def script_logging():
+    """The logging every script sets up (``run_main``): library diagnostics as plain lines on stderr, so
+    tests that call a script's ``main`` or a library function read them from ``capsys``."""
+    setup_logging()
 
 
 @pytest.fixture(scope="session")

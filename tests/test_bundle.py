@@ -11,7 +11,7 @@ from wagi.bundle import BundleError, BundleItem, bundle, last_val_record, read_m
 from wagi.checkpoint import load_generator, save_generator
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
-from wagi.training.gan import export_generator
+from wagi.checkpoint import export_generator
 
 torch.set_num_threads(1)
 

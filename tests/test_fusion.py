@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wagi import wavelets as wv
 from wagi.models.fusion import FeatureFusion, ResidualAligner, WaveletFusion, haar_pyramid, random_perspective
@@ -128,3 +129,18 @@ def test_bad_resolutions_are_rejected():
         WaveletFusion(SIZE, [SIZE])
     with pytest.raises(ValueError, match="not a feature resolution"):
         WaveletFusion(SIZE, [12])
+
+
+def test_one_resize_for_model_losses_and_editing():
+    """wagi.tensors.resize: a 2x shrink is the exact 2x2 block mean, growing is bilinear, equal size and None
+    return the input itself (the model, fusion, losses, trainer and editing all use this one function)."""
+    from wagi.tensors import resize
+
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    blocks = x.reshape(2, 3, 4, 2, 4, 2).mean(dim=(3, 5))
+    assert torch.allclose(resize(x, 4), blocks, atol=1e-15, rtol=0)
+    assert torch.equal(resize(x, 16), F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False))
+    assert resize(x, 8) is x and resize(x, None) is x
+    wide = torch.randn(1, 3, 6, 10)  # not square: pooled only when both sides shrink
+    assert torch.equal(resize(wide, 4), F.adaptive_avg_pool2d(wide, (4, 4)))
+    assert torch.equal(resize(wide, 8), F.interpolate(wide, size=(8, 8), mode="bilinear", align_corners=False))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from wagi.checkpoint import load_generator
+from wagi.checkpoint import export_generator, load_generator
 from wagi.config import ConfigError
 from wagi.models.swagan import Discriminator, Generator
 from wagi.training import gan as gan_module
@@ -20,7 +20,6 @@ from wagi.training.gan import (
     TrainingStopped,
     d_logistic_loss,
     ema_beta,
-    export_generator,
     g_nonsaturating_loss,
     mix_latents,
     path_lengths,
@@ -274,7 +273,7 @@ def test_fp16_export_loads_and_matches(run, tmp_path):
     assert (got - ref).abs().max() < 0.02 * ref.abs().max()
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, capsys):
     common = ["train.log_every=1", "train.sample_every=100"]
     straight = GANTrainer(_cfg(tmp_path, "experiment.name=a", "train.max_steps=6", "train.save_every=100", *common),
                           progress=False)
@@ -283,9 +282,12 @@ def test_resume_is_exact(tmp_path):
                       progress=False)
     half.train()
     del half
+    capsys.readouterr()
     resumed = GANTrainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=6", "train.save_every=100", *common),
                          resume="auto", progress=False)
     assert resumed.step == 3
+    out = capsys.readouterr()
+    assert "resumed from" in out.err and "at step 3" in out.err and "resumed" not in out.out
     resumed.train()
     a, b = _states(straight), _states(resumed)
     for name in a:

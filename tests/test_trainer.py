@@ -48,7 +48,7 @@ def test_validation_lines_without_a_bar_and_no_bar_frames_in_a_redirected_log(tm
     assert sum(line.startswith("step 2: val mse ") for line in captured.out.splitlines()) == 1
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, capsys):
     common = ["train.log_every=1", "train.val_every=100", "train.image_every=100", "train.optimizer=ranger"]
     straight = Trainer(_cfg(tmp_path, "experiment.name=a", "train.max_steps=8", "train.save_every=4", *common),
                        progress=False)
@@ -58,9 +58,12 @@ def test_resume_is_exact(tmp_path):
                    progress=False)
     half.train()
     del half
+    capsys.readouterr()
     resumed = Trainer(_cfg(tmp_path, "experiment.name=b", "train.max_steps=8", "train.save_every=4", *common),
                       resume="auto", progress=False)
     assert resumed.step == 4
+    out = capsys.readouterr()  # a diagnostic: on stderr, like the GAN trainer's
+    assert f"resumed from {resumed.ckpt_dir / 'latest.pt'} at step 4" in out.err and "resumed" not in out.out
     resumed.train()
     a, b = _state(straight), _state(resumed)
     assert a.keys() == b.keys()

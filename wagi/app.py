@@ -39,7 +39,8 @@ from PIL import Image
 from wagi.bundle import BundleError, read_manifest
 from wagi.imageio import ImageIOError, load_image, save_image
 from wagi.inference import DEMO_CKPT, EXAMPLES_DIR, save_latent
-from wagi.metrics import band_keys, plot_subbands, psnr, subband_l2
+from wagi.metrics import band_keys, psnr, subband_l2
+from wagi.reports import plot_subbands
 
 logger = logging.getLogger(__name__)
 

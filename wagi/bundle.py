@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .checkpoint import FORMAT_NAME, CheckpointError, load_checkpoint, load_generator, save_checkpoint
+from .checkpoint import (FORMAT_NAME, CheckpointError, export_generator, load_checkpoint, load_generator,
+                         save_checkpoint)
 from .fileio import atomic_write
 
 PathLike = Union[str, os.PathLike]
@@ -259,8 +260,6 @@ def _is_exported_generator(ckpt: Mapping[str, Any]) -> bool:
 
 
 def _prepare_generator(item: BundleItem, tmp: Path) -> Tuple[bytes, Dict[str, Any]]:
-    from .training.gan import export_generator
-
     raw = _load_source(item)
     if raw.get("kind") == "wagi_model":
         raise BundleError(f"{item.flag}: {item.source} is a WaGI model checkpoint (encoder + generator), not a "

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import re
-import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -48,6 +48,8 @@ import torch
 
 from wagi.fileio import atomic_write
 from wagi.models.swagan import WAVELET_CHANNELS, Generator, default_channels
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -209,7 +211,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", trust: bool = Fal
                 f"{path} cannot be loaded as plain data ({what}); if you trust the file, pass {TRUST_FLAG} "
                 f"(config: {TRUST_KEY}: true), which unpickles it fully and can run code stored in it") from err
         notice = f"{path}: full unpickling ({TRUST_FLAG}): this can run code stored in the file"
-        print(f"WARNING: {notice}", file=sys.stderr, flush=True)  # never hidden by PYTHONWARNINGS
+        logger.warning("WARNING: %s", notice)  # never hidden by PYTHONWARNINGS
         warnings.warn(f"loading {notice}", stacklevel=2)
         try:
             obj = torch.load(path, map_location=map_location, weights_only=False)
@@ -478,9 +480,29 @@ def save_generator(path: PathLike, g_ema: Generator, latent_avg: Optional[torch.
     return save_checkpoint(ckpt, path, plain_only=True)
 
 
+def export_generator(src: PathLike, out: PathLike, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a compact g_ema-only WaGI generator file (weights in ``dtype``, ``latent_avg`` in fp32).
+
+    ``src`` is any file :func:`load_generator` reads (a generator training checkpoint, for
+    ``train_generator.py --export``); :func:`load_generator` reads the result back into an fp32 :class:`Generator`.
+    """
+    g, latent_avg, info = load_generator(src, compute_latent_avg=True)
+    half = g.to(dtype)
+    bad = [k for k, v in half.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{src}: g_ema does not fit {dtype} (non-finite after the cast: {bad[:5]})")
+    src_ckpt = load_checkpoint(src)
+    training = src_ckpt.get("training") if isinstance(src_ckpt, dict) else None
+    extra = {"dtype": str(dtype).replace("torch.", ""), "exported_from": str(src)}
+    if isinstance(training, dict) and "step" in training:
+        extra.update(step=int(training["step"]), kimg=float(training.get("kimg", 0.0)),
+                     wall_time_s=float(training.get("wall_time_s", 0.0)), cards=list(training.get("cards", [])))
+    return save_generator(out, half, latent_avg.float(), config=info.get("config") or {}, **extra)
+
+
 __all__: List[str] = [
     "CheckpointError", "check_plain", "save_checkpoint", "load_checkpoint", "infer_generator_kwargs",
     "payload_digest", "INTEGRITY_KEY", "state_dict_mismatch", "TRUST_FLAG", "TRUST_KEY",
     "apply_multiplier_hint",
-    "load_generator", "save_generator", "FORMAT_NAME", "FORMAT_VERSION",
+    "load_generator", "save_generator", "export_generator", "FORMAT_NAME", "FORMAT_VERSION",
 ]

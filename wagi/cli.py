@@ -6,10 +6,15 @@ Each script calls ``quiet_interrupts(__name__)`` before its heavy imports and en
 ``interrupted``; from ``main()`` on, a Ctrl-C is a ``KeyboardInterrupt`` that the script may handle
 (finishing a checkpoint, naming the outputs written so far) and that ``run_main`` otherwise turns into
 the same one line. Either way the exit status is 130 (128 + SIGINT).
+
+Output: a script prints its results on stdout; every diagnostic (skipped files, "resumed from", warnings)
+comes from the library's loggers (``logging.getLogger(__name__)`` per module) and goes to stderr through
+the one handler that :func:`setup_logging` installs.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -37,9 +42,11 @@ def quiet_interrupts(module_name: str) -> None:
 
 
 def run_main(main: Callable[[], Optional[int]]) -> NoReturn:
-    """``sys.exit(main())`` where a Ctrl-C that ``main`` does not handle is one line and exit status 130, and
-    where printing a file name that is not valid UTF-8 shows it escaped instead of raising."""
+    """``sys.exit(main())`` where a Ctrl-C that ``main`` does not handle is one line and exit status 130,
+    where printing a file name that is not valid UTF-8 shows it escaped instead of raising, and where the
+    library's diagnostics go to stderr (:func:`setup_logging`)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    setup_logging()
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped, never crashes a run
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -49,6 +56,33 @@ def run_main(main: Callable[[], Optional[int]]) -> NoReturn:
         print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
         code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+class StderrHandler(logging.Handler):
+    """Writes each record on the current ``sys.stderr`` (so pytest's capture and a redirected stream see it),
+    through ``tqdm.write``, which keeps an active progress bar intact below the line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # a logging call must never take the run down
+            self.handleError(record)
+
+
+def setup_logging(verbose: bool = False) -> logging.Logger:
+    """Send the diagnostics of every ``wagi.*`` logger to stderr, one plain line each (the message alone),
+    at INFO, or DEBUG with ``verbose``. Idempotent: a second call replaces the handler of the first.
+    Records still propagate to the root logger (pytest's ``caplog`` sees them)."""
+    log = logging.getLogger("wagi")
+    for handler in [h for h in log.handlers if isinstance(h, StderrHandler)]:
+        log.removeHandler(handler)
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return log
 
 
 def fail(message: str, code: int = 2) -> int:

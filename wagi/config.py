@@ -124,13 +124,13 @@ def safe_yaml(text: str, what: str = "config") -> Any:
         loader.dispose()
 
 
-def _path(default=None, must_exist: bool = True):
-    """A field holding a file or folder path; checked to exist when set (unless ``must_exist`` is False)."""
+def path_field(default=None, must_exist: bool = True):
+    """A schema field holding a file or folder path; checked to exist when set (unless ``must_exist`` is False)."""
     return field(default=default, metadata={"path": True, "must_exist": must_exist})
 
 
-def _choice(default, choices: Union[Sequence[Any], Registry], also: Sequence[Any] = ()):
-    """A field whose value is one of ``choices``: a fixed sequence, or a :class:`~wagi.registry.Registry`
+def choice_field(default, choices: Union[Sequence[Any], Registry], also: Sequence[Any] = ()):
+    """A schema field whose value is one of ``choices``: a fixed sequence, or a :class:`~wagi.registry.Registry`
     read at validation time (so kinds registered later are accepted), plus the fixed values ``also``."""
     fixed = choices if isinstance(choices, Registry) else tuple(choices)
     return field(default=default, metadata={"choices": fixed, "also": tuple(also)})
@@ -140,6 +140,9 @@ def allowed_values(f: dataclasses.Field) -> Optional[List[Any]]:
     """The values a choice field accepts now (None: not a choice field)."""
     choices = f.metadata.get("choices")
     return None if choices is None else list(f.metadata.get("also", ())) + list(choices)
+
+
+_path, _choice = path_field, choice_field  # the short names of the schema tables below
 
 
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -39,11 +39,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wagi.data import demo_faces
-from wagi.data.demo_faces import (BEAD_RADIUS, EARRING_RADIUS, FONT_CELL, LABELS_FILE, REFERENCE_SIZE,
-                                  TEST_SEED_OFFSET, face_tensor, render_from_attributes, sample_attributes)
+from wagi.data.demo_faces import (BEAD_RADIUS, EARRING_RADIUS, LABELS_FILE, REFERENCE_SIZE, TEST_SEED_OFFSET,
+                                  face_tensor, neckline_y, render_from_attributes, sample_attributes, text_unit_box)
 from wagi.imageio import InputNotFoundError, ImageItem, find_images, load_image
-from wagi.metrics import index_by_key, pair_key
+from wagi.evaluation import index_by_key, pair_key
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 Box = Tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, x1 and y1 exclusive
@@ -92,18 +93,6 @@ class FigureInputError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Detail boxes
 # --------------------------------------------------------------------------------------------
-def _text_extent(text: str) -> Tuple[int, int]:
-    # The renderer's own bitmap font, so the box has the size of the glyphs it draws.
-    left, top, right, bottom = demo_faces._bitmap_font().getbbox(text)
-    return max(1, right - left), max(1, bottom - top)
-
-
-def _neckline_y(a: Mapping[str, Any]) -> float:
-    ry = a["head_rx"] * a["head_aspect"]
-    y = a["head_cy"] + ry * 1.05 + 0.045  # shoulder line + neckline depth, as the renderer draws them
-    return y + 0.02 if a["neckline"] == "v" else y
-
-
 def detail_unit_boxes(attributes: Mapping[str, Any]) -> Dict[str, UnitBox]:
     """Unit-square boxes (``x0, y0, x1, y1``, not clipped) of the detail regions of a demo face.
 
@@ -113,16 +102,8 @@ def detail_unit_boxes(attributes: Mapping[str, Any]) -> Dict[str, UnitBox]:
     a = attributes
     cx, cy, rx = a["head_cx"], a["head_cy"], a["head_rx"]
     ry = rx * a["head_aspect"]
-    neck_y = _neckline_y(a)
-
-    # text: glyph cell scaled to text_height output px at REFERENCE_SIZE, centred below the neckline
-    tw, th = _text_extent(a["text"])
-    unit_per_font_px = a["text_height"] / (REFERENCE_SIZE * FONT_CELL)
-    sw, sh = tw * unit_per_font_px, th * unit_per_font_px
-    tcx = cx + a["text_x"] * a["shoulder_width"]
-    tcy = neck_y + 0.1 + sh / 2
-    pad = 0.25 * sh if a["text_on_badge"] else 0.0
-    text = (tcx - sw / 2 - pad, tcy - sh / 2 - pad, tcx + sw / 2 + pad, tcy + sh / 2 + pad)
+    neck_y = neckline_y(a)
+    text = text_unit_box(a)  # the renderer's own glyphs and placement
 
     # eyes: socket shadow and lashes of both eyes, and the lenses when the face wears glasses
     ey = cy + ry * a["eye_y"]
@@ -401,10 +382,6 @@ class QualitativeFigure:
         return "\n".join(lines)
 
 
-def _log_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _load_square(path: str) -> torch.Tensor:
     x = load_image(path, None)
     h, w = x.shape[-2:]
@@ -422,7 +399,7 @@ def qualitative_grid(
     labels: Optional[PathLike] = None,
     seed_offset: int = TEST_SEED_OFFSET,
     max_width: int = MAX_WIDTH,
-    log: Callable[[str], None] = _log_stderr,
+    log: Callable[[str], None] = logger.warning,
 ) -> QualitativeFigure:
     """Build the comparison figure (see the module docstring) and return its PNG bytes and numbers.
 

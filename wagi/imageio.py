@@ -70,9 +70,9 @@ Saving
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
@@ -86,6 +86,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.utils import make_grid
 
 from wagi.fileio import atomic_write
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -179,10 +181,6 @@ class ImageItem:
         """``out_dir/<rel without extension><suffix><ext>`` (``ext=None`` keeps the input's extension)."""
         stem, in_ext = os.path.splitext(self.rel)
         return os.path.join(os.fspath(out_dir), *(stem + suffix + (in_ext if ext is None else ext)).split("/"))
-
-
-def _print_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def is_image_file(name: PathLike) -> bool:
@@ -280,7 +278,7 @@ def find_images(
     recursive: bool = True,
     *,
     missing: str = "error",
-    log: Callable[[str], None] = _print_stderr,
+    log: Callable[[str], None] = logger.warning,
     exclude: Sequence[PathLike] = (),
 ) -> List[ImageItem]:
     """Expand files, folders and glob patterns into a list of :class:`ImageItem`.
@@ -682,7 +680,7 @@ class LoadReport:
     non-zero exit status then).
     """
 
-    log: Callable[[str], None] = _print_stderr
+    log: Callable[[str], None] = logger.warning
     failures: List[Tuple[ImageItem, str]] = field(default_factory=list)
     n_loaded: int = 0
     _reported: Set[str] = field(default_factory=set, init=False, repr=False)

@@ -28,6 +28,7 @@ the first name and the later one gets ``__2`` (one line says so). Every file is 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import time
@@ -43,6 +44,8 @@ from wagi.checkpoint import save_checkpoint
 from wagi.fileio import atomic_write, remove_stale_temps
 from wagi.imageio import (ImageIOError, ImageItem, LoadReport, OutputExistsError, POLICIES, ProtectedPaths, as_item,
                           iter_batches, mark_output_folder, save_image, save_strip)
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -79,11 +82,6 @@ def resolve_checkpoint(path: Optional[PathLike], default: PathLike = DEMO_CKPT) 
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return Path(path)
-
-
-def log_stderr(message: str) -> None:
-    # tqdm.write keeps an active progress bar intact below the message.
-    tqdm.write(message, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +215,7 @@ def invert_folder(
     overwrite: bool = False,
     progress: Optional[bool] = None,
     report: Optional[LoadReport] = None,
-    log: Callable[[str], None] = log_stderr,
+    log: Callable[[str], None] = logger.warning,
 ) -> InvertSummary:
     """Invert image files with ``model`` (a :class:`wagi.models.wagi.WaGI`, already on its device and in
     eval mode) and write the outputs under ``out_dir``; see the module docstring for the layout.

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wagi.registry import Registry
+from wagi.tensors import resize
 from wagi.wavelets import BANDS, HIGH_BANDS, dwt_multilevel
 
 # Keys of the YAML config (``wagi.config.LossConfig``) named in error messages.
@@ -110,19 +111,6 @@ def _check_pair(x_hat: torch.Tensor, x: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} needs x_hat and x of equal shape, got {tuple(x_hat.shape)} and {tuple(x.shape)}")
 
 
-def resize_square(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
-    """Resize ``(N, C, H, W)`` to ``(N, C, size, size)``; ``None`` or an equal size is a no-op.
-
-    Shrinking uses adaptive average pooling (pSp's ``face_pool``: an exact 2x2 mean for 512 -> 256),
-    enlarging uses bilinear interpolation.
-    """
-    if size is None or tuple(x.shape[-2:]) == (size, size):
-        return x
-    if x.shape[-2] >= size and x.shape[-1] >= size:
-        return F.adaptive_avg_pool2d(x, (size, size))
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
 def _common_dtype(x_hat: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     dtype = torch.promote_types(x_hat.dtype, x.dtype)
     return x_hat.to(dtype), x.to(dtype)
@@ -155,7 +143,7 @@ def _check_size_arg(value: Optional[int], name: str) -> None:
 class L2Loss(nn.Module):
     """Pixel MSE ``mean((x_hat - x)^2)`` over all elements: the ``torch.nn.MSELoss`` of pSp / ReStyle.
 
-    ``resize_to`` resizes both images to ``resize_to²`` first (see :func:`resize_square`).
+    ``resize_to`` resizes both images to ``resize_to²`` first (see :func:`wagi.tensors.resize`).
     """
 
     def __init__(self, resize_to: Optional[int] = None):
@@ -165,7 +153,7 @@ class L2Loss(nn.Module):
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _check_pair(x_hat, x, "L2Loss")
-        return F.mse_loss(resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to))
+        return F.mse_loss(resize(x_hat, self.resize_to), resize(x, self.resize_to))
 
 
 def _wavelet_options(lc) -> Dict[str, Any]:
@@ -251,7 +239,7 @@ class WaveletLoss(nn.Module):
 
     def _error(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         _check_pair(x_hat, x, "WaveletLoss")
-        x_hat, x = resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to)
+        x_hat, x = resize(x_hat, self.resize_to), resize(x, self.resize_to)
         h, w = x.shape[-2:]
         m = 2 ** self.levels
         if h % m or w % m:
@@ -447,7 +435,7 @@ class LPIPSLoss(nn.Module):
             raise ValueError(f"LPIPSLoss expects RGB images (N, 3, H, W), got {tuple(x_hat.shape)}")
         x_hat, x = _common_dtype(x_hat, x)
         _follow(self.model, x_hat)
-        x_hat, x = resize_square(x_hat, self.resize_to), resize_square(x, self.resize_to)
+        x_hat, x = resize(x_hat, self.resize_to), resize(x, self.resize_to)
         return self.model(x_hat, x).mean()
 
 
@@ -504,7 +492,7 @@ class IDLoss(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised embedding ``(N, D)`` of images ``(N, 3, H, W)``."""
-        x = resize_square(x, ID_FACE_SIZE)
+        x = resize(x, ID_FACE_SIZE)
         top, bottom, left, right = ID_CROP
         x = F.adaptive_avg_pool2d(x[:, :, top:bottom, left:right], (ID_INPUT_SIZE, ID_INPUT_SIZE))
         feats = self.backbone(x)

@@ -10,7 +10,7 @@ by a decorator next to the implementation, the pattern of :data:`wagi.metrics.ME
 
 ``registry[name]`` is the entry, ``registry.info(name)`` its keyword metadata, ``name in registry`` and
 iteration work on names (in registration order), so a config schema takes its choices from the registry
-(:func:`wagi.config._choice`) and a new variant registered anywhere is accepted by the config at once.
+(:func:`wagi.config.choice_field`) and a new variant registered anywhere is accepted by the config at once.
 ``docs/extending.md`` shows every extension point.
 """
 from __future__ import annotations

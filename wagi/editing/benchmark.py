@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..data.demo_faces import (BINARY_ATTRIBUTES, TEST_SEED_OFFSET, attribute_labels, changed_pixels, dilate_mask,
                                face_tensor, paired_renders, render_from_attributes, sample_attributes)
-from ..models.fusion import resize
+from ..tensors import resize
 from ..wavelets import dwt, split_bands
 
 Tensor = torch.Tensor

@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
+import logging
 import torch
 import torch.nn as nn
 
-from ..models.fusion import resize
+from ..tensors import resize
 from .directions import LayerRange, check_layer_range, restrict_layers
 from .factorization import DEFAULT_PCA_SAMPLES, GanspaceEdit, ganspace_direction, ganspace_directions, sefa_directions
 from .interfacegan import load_boundary
 from .styleclip import (DEFAULT_AXES, DEFAULT_BETA, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_WEIGHTS, DEFAULT_STAT_SAMPLES,
                         DEFAULT_STEP, GlobalDirectionStats, TextImageEncoder, global_direction, load_clip,
                         load_mapper, styleclip_global_stats)
+
+logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 
@@ -83,7 +86,7 @@ class EditOptions:
     clip_step: float = DEFAULT_STEP
     encoder: Optional[TextImageEncoder] = None  # a ready encoder instead of load_clip()
     progress: bool = False
-    log: Callable[[str], None] = field(default=print, repr=False)
+    log: Callable[[str], None] = field(default=logger.info, repr=False)
 
 
 def parse_direction(text: str) -> Tuple[str, str]:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .. import wavelets as wv
 from ..registry import Registry
+from ..tensors import resize
 
 N_HF = 9  # LH, HL, HH for 3 colour channels
 FULL_WIDTH_MAX_RES = 128
@@ -49,15 +50,6 @@ EDIT_SIGNALS = ("high", "pixel")  # fusion CNNs above this feature resolution ha
 WAVELET_CORRECTIONS = "wavelet_corrections"  # {r: (N, 9, r, r)} added to the HF channels of SWAGAN's skip
 FEATURE_CONDITIONS = "feature_conditions"    # {r: (scale, shift)} modulating the features at resolution r
 INJECTIONS = (WAVELET_CORRECTIONS, FEATURE_CONDITIONS)
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-downsample (exact block mean for power-of-two factors) or bilinear-upsample to ``size``."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    if x.shape[-1] > size:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def haar_pyramid(img: torch.Tensor, levels: int) -> torch.Tensor:

@@ -25,8 +25,9 @@ import torch.nn as nn
 
 from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, state_dict_mismatch
 from ..config import ConfigError, from_dict, shown
+from ..tensors import resize
 from .encoders import ENCODER_HEADS
-from .fusion import FEATURE_CONDITIONS, WAVELET_CORRECTIONS, Fusion, resize
+from .fusion import FEATURE_CONDITIONS, WAVELET_CORRECTIONS, Fusion
 
 
 def _as_wplus(latent: torch.Tensor, n_latent: int) -> torch.Tensor:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import contextlib
 
 import json
+import logging
 import random
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +36,8 @@ import torch
 from ..devices import resolve_device
 from ..fileio import RunLock, atomic_link, remove_stale_temps
 from .distributed import DistInfo, init_distributed
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
@@ -107,7 +109,7 @@ def holding_run_folder(run_dir: Path, enabled: bool = True):
     with RunLock(run_dir):
         removed = remove_stale_temps(run_dir, min_age_s=0, recursive=True)  # ours: no other writer can exist
         if removed:
-            print(f"removed {len(removed)} temporary file(s) of an interrupted write in {run_dir}", file=sys.stderr)
+            logger.info("removed %d temporary file(s) of an interrupted write in %s", len(removed), run_dir)
         yield
 
 

@@ -15,6 +15,7 @@ The datasets themselves come from :func:`wagi.builders.build_dataset` (registry 
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -23,6 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .distributed import DistInfo, barrier
+
+logger = logging.getLogger(__name__)
 
 UINT8_MAX = 255.0
 PRELOAD_BATCH = 64  # images decoded per loader batch while preloading
@@ -168,8 +171,7 @@ def read_image_cache(path: Path, source: Dict[str, Any]) -> Optional[torch.Tenso
                                              "(N, 3, S, S) with a 'source'); delete it or point data.cache_file "
                                              "at another path")
     if data.get("source") != source:
-        print(f"data.cache_file: {path} was built from {data.get('source')}, not {source}: rebuilding it",
-              file=sys.stderr)
+        logger.info("data.cache_file: %s was built from %s, not %s: rebuilding it", path, data.get("source"), source)
         return None
     return images
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import logging
 import math
 import os
 import sys
@@ -65,6 +66,8 @@ from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, ho
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
+
+logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 PathLike = Union[str, os.PathLike]
@@ -427,7 +430,7 @@ class GANTrainer(StopControl):
             self.G.load_state_dict({k: v.float() for k, v in theirs.items()}, strict=True)
             self.g_ema.load_state_dict(self.G.state_dict(), strict=True)
         if self.dist.is_main:
-            print(f"warm start: G and g_ema from {path} ({info['format']}); D starts fresh", file=sys.stderr)
+            logger.info("warm start: G and g_ema from %s (%s); D starts fresh", path, info["format"])
 
     def _load_training_state(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
@@ -459,7 +462,7 @@ class GANTrainer(StopControl):
             if int(tr.get("world_size", 1)) != self.dist.world_size:
                 note = (f" (it was written with {tr.get('world_size')} processes, this run has "
                         f"{self.dist.world_size}: the random streams differ from the original run)")
-            print(f"resumed from {path} at step {self.step}{note}", file=sys.stderr)
+            logger.info("resumed from %s at step %d%s", path, self.step, note)
 
     # --------------------------------------------------------------------------------------- samples
 
@@ -778,31 +781,8 @@ class GANTrainer(StopControl):
         }
 
 
-# ----------------------------------------------------------------------------------------------- export
-
-
-def export_generator(src: PathLike, out: PathLike, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a compact g_ema-only WaGI generator file (weights in ``dtype``, ``latent_avg`` in fp32).
-
-    ``src`` is any file :func:`wagi.checkpoint.load_generator` reads (a training checkpoint here);
-    :func:`~wagi.checkpoint.load_generator` reads the result back into an fp32 :class:`Generator`.
-    """
-    g, latent_avg, info = load_generator(src, compute_latent_avg=True)
-    half = g.to(dtype)
-    bad = [k for k, v in half.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{src}: g_ema does not fit {dtype} (non-finite after the cast: {bad[:5]})")
-    src_ckpt = load_checkpoint(src)
-    training = src_ckpt.get("training") if isinstance(src_ckpt, dict) else None
-    extra = {"dtype": str(dtype).replace("torch.", ""), "exported_from": str(src)}
-    if isinstance(training, dict) and "step" in training:
-        extra.update(step=int(training["step"]), kimg=float(training.get("kimg", 0.0)),
-                     wall_time_s=float(training.get("wall_time_s", 0.0)), cards=list(training.get("cards", [])))
-    return save_generator(out, half, latent_avg.float(), config=info.get("config") or {}, **extra)
-
-
 __all__ = [
     "GANTrainer", "GeneratorPass", "DiscriminatorPass", "StepRandom", "RunLogger", "PreloadedImages",
     "d_logistic_loss", "g_nonsaturating_loss", "r1_penalty", "path_lengths", "ema_beta", "mix_latents",
-    "step_seed", "build_gan_dataset", "preload_images", "export_generator", "TrainingStopped", "CHECKPOINT_KIND",
+    "step_seed", "build_gan_dataset", "preload_images", "TrainingStopped", "CHECKPOINT_KIND",
 ]

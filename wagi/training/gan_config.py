@@ -25,14 +25,14 @@ from ..config import (
     MAX_STYLE_DIM,
     ConfigError,
     ExperimentConfig,
-    _choice,
-    _path,
     all_keys,
     check_dataset_kind,
     check_finite,
     check_power_of_two,
     check_range,
     check_run_location,
+    choice_field,
+    path_field,
     read_config_data,
     save_config,
     to_dict,
@@ -62,7 +62,7 @@ class GANGeneratorConfig:
     channel_max: Optional[int] = None
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
     to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
-    init: Optional[str] = _path(None)      # warm start: G and g_ema from this generator file (D fresh)
+    init: Optional[str] = path_field(None)  # warm start: G and g_ema from this generator file (D fresh)
     trust_checkpoint: bool = False         # allow full unpickling of init (runs code from the file)
 
 
@@ -74,8 +74,8 @@ class DiscriminatorConfig:
 
 @dataclass
 class GANDataConfig:
-    kind: Optional[str] = _choice(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
-    train_dir: Optional[str] = _path(None)
+    kind: Optional[str] = choice_field(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
+    train_dir: Optional[str] = path_field(None)
     demo: bool = False                     # procedural demo faces instead of a folder
     demo_images: int = TRAIN_SEED_END      # distinct demo training faces: seeds [0, demo_images)
     image_size: Optional[int] = None       # null: generator.size (must equal it when set)
@@ -83,7 +83,7 @@ class GANDataConfig:
     workers: int = 4
     prefetch: int = 4                      # batches each loader worker prepares ahead
     preload: bool = False                  # decode/render once, keep uint8 on the training device
-    cache_file: Optional[str] = _path(None, must_exist=False)  # .pt cache of the preloaded images
+    cache_file: Optional[str] = path_field(None, must_exist=False)  # .pt cache of the preloaded images
 
 
 @dataclass
@@ -103,7 +103,7 @@ class GANTrainConfig:
     d_warmup: int = 0                      # first steps update only D (no G / path-length / EMA update)
     ema_half_life_kimg: float = 10.0       # g_ema half-life in thousands of images
     ema_rampup: Optional[float] = None     # limit the half-life to rampup x images seen (NVlabs: 0.05)
-    amp: str = _choice("none", ("none", "bf16"))
+    amp: str = choice_field("none", ("none", "bf16"))
     reg_amp: bool = False                  # run the R1 / path-length passes under amp too
     fused_modconv: bool = False            # grouped-conv modulated convs (True) or input scaling (False)
     channels_last: bool = False

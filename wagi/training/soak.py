@@ -16,6 +16,7 @@ run, and whether the final weights match. ``scripts/soak.py`` is the command lin
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import signal
@@ -27,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..checkpoint import CheckpointError, load_checkpoint, payload_digest
 from ..fileio import TEMP_NAME
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = PROJECT_ROOT / "scripts" / "train.py"
@@ -101,7 +104,7 @@ def _run_to_end(cmd: List[str], report: SoakReport) -> int:
 
 
 def soak(config: str, out_dir: Path, kills: int, seed: int = 0, max_delay_s: float = 8.0,
-         overrides: Sequence[str] = (), log: Callable[[str], None] = print) -> SoakReport:
+         overrides: Sequence[str] = (), log: Callable[[str], None] = logger.info) -> SoakReport:
     """Run the soak test (module docstring) in ``out_dir`` (runs ``reference`` and ``soaked``) with up to
     ``kills`` SIGKILLs: half at delays drawn uniformly from ``[0, max_delay_s]`` seconds after a start, half
     as soon as a temporary file shows a write in flight."""

@@ -32,6 +32,7 @@ record ``training.best_val`` (that MSE) and ``training.best_step``, so a resumed
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import sys
@@ -49,14 +50,17 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..fileio import RunLock
-from ..models.fusion import random_perspective, resize
+from ..models.fusion import random_perspective
 from ..models.wagi import WaGI
+from ..tensors import resize
 from . import data as D
 from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
                      holding_run_folder, restore_signal_handlers, restoring_from, rng_state, save_and_prune,
                      seed_everything, set_rng_state, step_checkpoint_name, training_device)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
 
 BEST = "best.pt"  # the checkpoint with the lowest validation MSE so far (beside latest.pt; never pruned)
 
@@ -306,7 +310,7 @@ class Trainer(StopControl):
             self.cards = list(tr.get("cards", []))
             set_rng_state(tr["rng"])
         if self.dist.is_main:
-            print(f"resumed from {path} at step {self.step}")
+            logger.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------------------------- logging
 
