@@ -202,7 +202,7 @@ def test_app_script_refuses_a_missing_checkpoint(capsys):
     from tests.helpers import load_script
 
     app = load_script("app")
-    assert app.main(["--ckpt", "no/such/model.pt"]) == 2
+    assert app.main(["--model", "no/such/model.pt"]) == 2
     assert "no/such/model.pt: file not found" in capsys.readouterr().err
     assert app.build_parser().parse_args([]).host == "127.0.0.1"
 
