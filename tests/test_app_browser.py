@@ -96,6 +96,7 @@ def _pick_first_example(driver):
     thumbs[0].click()
 
 
+@pytest.mark.slow
 def test_browser_pick_example_and_move_a_slider(page_url, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

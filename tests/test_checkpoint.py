@@ -124,6 +124,7 @@ torch.save(ck, sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_one_trust_opt_in_with_an_unmissable_notice(tmp_path):
     import subprocess
     import sys

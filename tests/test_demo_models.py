@@ -73,6 +73,7 @@ def test_shipped_directions_fit_the_bundled_generator():
         assert d.entry["tuning"]["seed_offset"] == 1_006_000  # never the benchmark's faces (1,003,000+)
 
 
+@pytest.mark.slow
 def test_wagi_reconstruction_quality(errors):
     # measured on the 6 examples: mse 0.0143, LL 0.053, LH1 0.0026, HL1 0.0016, HH1 0.00036
     e = errors["wagi"]

@@ -76,6 +76,7 @@ def tiny_bundle(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_fit_directions_ships_named_unit_directions(tiny_bundle):
     dirs = load_shipped(tiny_bundle)
     assert set(dirs) == {"glasses", "text"}

@@ -111,6 +111,7 @@ def test_edit_gate_config_is_checked():
         load_config(TINY, ["fusion.edit_mode=paste"])
 
 
+@pytest.mark.slow
 def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, models):
     import json
     import subprocess

@@ -219,6 +219,7 @@ def test_usage_errors(tmp_path, capsys):
         ev.main(["--gt", str(tmp_path / "gt"), "--method", "m", "--size", "30"])
 
 
+@pytest.mark.slow
 def test_cli_exit_status(tmp_path):
     _dataset(tmp_path)
     (tmp_path / "same" / "a0.png").unlink()

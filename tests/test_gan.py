@@ -393,6 +393,7 @@ def _ddp_worker(rank, world, port, cfg_args, out_dir):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_keep_the_models_identical(tmp_path):
     args = [f"experiment.out_dir={tmp_path}", "experiment.name=ddp", "train.max_steps=3", "train.log_every=1",
             "train.save_every=3", "train.sample_every=100", "train.d_reg_every=2"]

@@ -181,6 +181,7 @@ def test_no_images_exit_2(tmp_path, tiny_ckpt, capsys):
     assert "holds no image files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_exit_status(tmp_path, tiny_ckpt):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -236,6 +237,7 @@ def test_full_disk_for_the_latents_bundle_is_one_line(tmp_path, tiny_ckpt, capsy
     assert len(list(out.rglob("*.png"))) == 3 and not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_non_utf8_paths_print_escaped(tmp_path, tiny_ckpt):
     import subprocess
     import sys

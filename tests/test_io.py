@@ -529,6 +529,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="ru_maxrss is in KiB on Linux only")
+@pytest.mark.slow
 def test_peak_memory_of_a_large_rgba_image_is_bounded(tmp_path):
     small = save_pil(Image.new("RGBA", (64, 64)), tmp_path / "small.png")
     big = _flat_png(tmp_path / "big.png", 4000, 4000, colour_type=6, value=128)  # 64 MB of RGBA pixels, 70 KB file
