@@ -13,8 +13,8 @@ Build location, the ``WAGI_OPS_IMPL`` switch and troubleshooting: see ``wagi.ops
 ``python -m wagi.ops.compile_check`` compiles the CUDA sources (no GPU needed) and prints OK.
 """
 from ._plugin import active_impl, plugin_status
-from .upfirdn2d import upfirdn2d, upfirdn2d_ref
 from .bias_act import FusedLeakyReLU, fused_leaky_relu, fused_leaky_relu_ref
+from .upfirdn2d import upfirdn2d, upfirdn2d_ref
 
 __all__ = ["upfirdn2d", "upfirdn2d_ref", "FusedLeakyReLU", "fused_leaky_relu", "fused_leaky_relu_ref",
            "active_impl", "plugin_status"]

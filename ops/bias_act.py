@@ -106,7 +106,7 @@ class _FusedLeakyReLUGradFn(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plugin_impl(plugin: ModuleType) -> BiasActImpl:
     return BiasActImpl(plugin.bias_act, plugin.bias_act_grad)
 

@@ -3,31 +3,32 @@
 
     pip install -e ".[app]"
     python scripts/app.py                       # http://127.0.0.1:7860, the bundled demo models
-    python scripts/app.py --port 8000 --ckpt run/wagi.pt --ckpt other=run2/wagi.pt
+    python scripts/app.py --port 8000 --model run/wagi.pt --model other=run2/wagi.pt
 
 The page serves on 127.0.0.1 (this machine only) unless --host says otherwise, and never through a
 public share link. Its functions are also API endpoints for gradio_client: /invert and /edit (see
 wagi/app.py). Exit status: 0 after Ctrl-C, 2 usage error (Gradio missing, checkpoint missing).
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.app import DEFAULT_HOST, DEFAULT_PORT, AppEngine, build_app, bundled_models, example_images, launch  # noqa: E402
-from wagi.bundle import BundleError, parse_named_path  # noqa: E402
-from wagi.cli import positive_int  # noqa: E402
+from wagi.app import DEFAULT_HOST, DEFAULT_PORT, AppEngine, build_app, bundled_models, example_images, launch
+from wagi.bundle import BundleError, parse_named_path
+from wagi.cli import DefaultsHelpFormatter, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"interface to listen on (default {DEFAULT_HOST}: this machine only)")
-    p.add_argument("--ckpt", action="append", default=[], metavar="[NAME=]PATH",
-                   help="a WaGI checkpoint to offer besides the bundled models (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a WaGI checkpoint to offer besides the bundled models, named NAME or after the file "
+                        "(repeatable)")
+    p.add_argument("--ckpt", action="append", dest="model", help=argparse.SUPPRESS)  # the older name of --model
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for PyTorch (default: PyTorch's choice)")
     return p
@@ -45,14 +46,14 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     models = {}
-    for spec in args.ckpt:
+    for spec in args.model:
         try:
-            name, path = parse_named_path(spec, "--ckpt") if "=" in spec else (Path(spec).stem, Path(spec))
+            name, path = parse_named_path(spec, "--model") if "=" in spec else (Path(spec).stem, Path(spec))
         except BundleError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         if not path.is_file():
-            print(f"error: --ckpt {path}: file not found", file=sys.stderr)
+            print(f"error: --model {path}: file not found", file=sys.stderr)
             return 2
         models[name] = path
     models.update({n: p for n, p in bundled_models().items() if n not in models})

@@ -10,23 +10,21 @@ throughput(2 GPUs) / (2 x throughput(1 GPU)) with the same per-process batch.
 """
 import argparse
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-import torch  # noqa: E402
+import torch
 
-from wagi.config import load_config  # noqa: E402
+from wagi.config import load_config
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--steps", type=int, default=50)

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-import torch  # noqa: E402
+import torch
 
-from wagi import ops  # noqa: E402
-from wagi.devices import resolve_device  # noqa: E402
+from wagi import ops
+from wagi.devices import resolve_device
 
 
 def device_name(device: torch.device) -> str:
@@ -166,7 +164,7 @@ def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]
             row["bf16_max_abs_err"] = float((fast_img - ref_img).abs().max())
             row["fwd_bwd_bf16_ms_per_img"] = time_fn(lambda: fwd_bwd(torch.bfloat16), device) / batch
         rows.append(row)
-        del g
+        g = None  # frees the device memory before the next size (the closures above hold the name)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -193,7 +191,8 @@ def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
     size, batch = (1024, 8) if not quick else (64, 2)
     rows = []
     variants = [("e4e + wavelet fusion (WaGI)", "e4e", "wavelet", 1), ("e4e, no fusion", "e4e", "none", 1),
-                ("e4e + feature fusion (HFGI-style)", "e4e", "feature", 1), ("ReStyle x5, no fusion", "restyle", "none", 5)]
+                ("e4e + feature fusion (HFGI-style)", "e4e", "feature", 1),
+                ("ReStyle x5, no fusion", "restyle", "none", 5)]
     x = torch.rand(batch, 3, 256, 256, device=device) * 2 - 1
     for name, kind, fusion, iters in variants:
         cfg = _bench_model_cfg(size, kind, fusion, iters)
@@ -212,7 +211,7 @@ def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
         if device.type == "cuda":
             row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warmup=3, iters=10) / batch
         rows.append(row)
-        del model
+        model = None  # frees the device memory before the next model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -256,7 +255,7 @@ def bench_demo(device: torch.device, quick: bool, models_dir: str = DEMO_DIR) ->
             rows.append({"bench": "demo", "model": name, "batch": batch, "size": model.image_size,
                          "threads": torch.get_num_threads() if device.type == "cpu" else None,
                          "ms_per_img": ms / batch, "images_per_s": 1000.0 * batch / ms})
-        del model
+        model = None  # frees the device memory before the next model
     return rows
 
 
@@ -301,7 +300,7 @@ def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
         if device.type == "cuda":
             row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warmup=3, iters=10) / batch
         rows.append(row)
-        del model, step, opt
+        model = step = opt = None  # frees the device memory before the next stage
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -327,7 +326,7 @@ def print_table(title: str, rows: List[Dict]) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma list of {sorted(BENCHES)}")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quick", action="store_true", help="small shapes (smoke run on CPU)")

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Bundle trained demo models into compact fp16 files with a manifest (sha256, config, steps, metrics).
 
-    python scripts/bundle_models.py --out pretrained/demo \\
+    python scripts/bundle_models.py --output pretrained/demo \\
         --generator swagan128=runs/demo_swagan/checkpoints/latest.pt \\
         --model wagi=runs/demo_wagi/checkpoints/latest.pt --model l2_restyle=runs/demo_l2/checkpoints/latest.pt \\
         [--metrics NAME=path/to/metrics.jsonl] [--note TEXT] [--overwrite]
-    python scripts/bundle_models.py --out pretrained/demo --judge judge=runs/judge.pt   # the attribute judge
+    python scripts/bundle_models.py --output pretrained/demo --judge judge=runs/judge.pt   # the attribute judge
     python scripts/bundle_models.py --verify pretrained/demo     # exit 0: every file matches its sha256
 
 --model takes an encoder-trainer checkpoint or a WaGI model file (written back as a WaGI model file that
@@ -18,13 +18,12 @@ manifest is merged with an existing one, so models can be added one at a time; r
 <run>/checkpoints/, or from --metrics. See wagi/bundle.py for the manifest's fields.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -64,16 +63,16 @@ def _build(args) -> int:
             if name not in by_name:
                 raise BundleError(f"--metrics {name}: no --model or --generator named {name!r}")
             by_name[name].metrics = path
-        entries = bundle(args.out, items, note=args.note, overwrite=args.overwrite) if items else []
-        entries += [_add_judge(args.out, text, args.overwrite) for text in args.judge]
+        entries = bundle(args.output, items, note=args.note, overwrite=args.overwrite) if items else []
+        entries += [_add_judge(args.output, text, args.overwrite) for text in args.judge]
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     for e in entries:
         steps = "?" if e.get("steps") is None else e["steps"]
-        print(f"wrote {Path(args.out) / e['file']} ({e['kind']}, {e['bytes'] / 2 ** 20:.2f} MiB, "
+        print(f"wrote {Path(args.output) / e['file']} ({e['kind']}, {e['bytes'] / 2 ** 20:.2f} MiB, "
               f"{steps} steps, sha256 {e['sha256'][:12]}) from {e['source']}")
-    print(f"updated {Path(args.out) / MANIFEST_NAME}")
+    print(f"updated {Path(args.output) / MANIFEST_NAME}")
     return 0
 
 
@@ -103,8 +102,8 @@ def _add_judge(out_dir: str, text: str, overwrite: bool):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", help="bundle folder, e.g. pretrained/demo")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--output", help="bundle folder, e.g. pretrained/demo")
     p.add_argument("--model", action="append", default=[], metavar="NAME=CKPT",
                    help="a WaGI model (encoder-trainer checkpoint or model file) to write as <out>/NAME.pt")
     p.add_argument("--generator", action="append", default=[], metavar="NAME=CKPT",
@@ -120,11 +119,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.verify is not None:
-        if args.out or args.model or args.generator or args.judge or args.metrics or args.note or args.overwrite:
+        if args.output or args.model or args.generator or args.judge or args.metrics or args.note or args.overwrite:
             p.error("--verify takes no other options")
         return _verify(args.verify)
-    if not args.out:
-        p.error("--out is required (or --verify DIR)")
+    if not args.output:
+        p.error("--output is required (or --verify DIR)")
     if not (args.model or args.generator or args.judge):
         p.error("give at least one --model NAME=CKPT, --generator NAME=CKPT or --judge NAME=CKPT")
     return _build(args)

@@ -16,7 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -27,7 +29,7 @@ FORMATS = (FORMAT_NAME,)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     p.add_argument("--format", choices=FORMATS, required=True, help="format of --input")
     p.add_argument("--input", type=Path, required=True, help="the file to convert (swagan-tf: the official .pkl)")
     p.add_argument("--output", type=Path, required=True, help="WaGI generator checkpoint to write (.pt)")

@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, batch_size, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -42,8 +44,18 @@ from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import EditOptions, build_edit, load_latents, name_key, parse_layer_range, render_edits
 from wagi.editing.latents import LatentFileError
 from wagi.fileio import remove_stale_temps
-from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport, ProtectedPaths, find_images,
-                          iter_batches, mark_output_folder, save_image, save_strip)
+from wagi.imageio import (
+    POLICIES,
+    ImageIOError,
+    InputNotFoundError,
+    LoadReport,
+    ProtectedPaths,
+    find_images,
+    iter_batches,
+    mark_output_folder,
+    save_image,
+    save_strip,
+)
 from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
 
@@ -81,11 +93,12 @@ def parse_strengths(text: str) -> Tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     src.add_argument("--latents", nargs="+", metavar="FILE", help="saved W+ codes (.pt/.npy/.npz, see invert.py)")
-    p.add_argument("--ckpt", type=Path, default=None, help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
+    p.add_argument("--ckpt", type=Path, default=None, metavar="PATH",
+                   help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
     p.add_argument("--direction", required=True, metavar="KIND:SPEC", help="see the list below")
     p.add_argument("--strengths", default=None,
                    help="comma-separated strengths (default -3,0,3; -s,0,s for a shipped direction of documented "

@@ -14,36 +14,43 @@ the edit), leakage (other attributes' decisions that change), preservation (per-
 outside the edited attribute's dilated mask) and ghosting (high-band energy left where a removed
 attribute was, against the renderer's image without it).
 
-Writes --out/edits.md, edits.csv, edits.json and edits_figure.png (input and each model's edit, fusion on
+Writes --output/edits.md, edits.csv, edits.json and edits_figure.png (input and each model's edit, fusion on
 where the model has one, each with a zoomed crop of the attribute's region). A model whose generator is not
 the one the directions were fitted for, or that cannot be read, is skipped with one line.
 Exit status: 0 written; 1 written, but a model was skipped; 2 bad arguments, a missing judge or direction.
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-import torch  # noqa: E402
+import torch
 
-from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E402,E501
-from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
-from wagi.editing.benchmark import (EDIT_TEST_SEED_OFFSET, EditBenchmark, csv_text, edit_figure, json_text,  # noqa: E402
-                                    markdown_tables, prepare_faces, summary_markdown)
-from wagi.data.demo_faces import check_seed_range  # noqa: E402
-from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET  # noqa: E402
-from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped  # noqa: E402
-from wagi.fileio import atomic_write  # noqa: E402
-from wagi.models.judge import load_judge  # noqa: E402
-from wagi.models.wagi import WaGI  # noqa: E402
+from wagi.bundle import BundleError, resolve_model_specs
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E501
+from wagi.data.demo_faces import check_seed_range
+from wagi.devices import DEVICE_CHOICES, resolve_device
+from wagi.editing.benchmark import (
+    EDIT_TEST_SEED_OFFSET,
+    EDIT_TUNE_SEED_OFFSET,
+    EditBenchmark,
+    csv_text,
+    edit_figure,
+    json_text,
+    markdown_tables,
+    prepare_faces,
+    summary_markdown,
+)
+from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped
+from wagi.fileio import atomic_write
+from wagi.models.judge import load_judge
+from wagi.models.wagi import WaGI
 
 OUTPUTS = ("edits.md", "edits.csv", "edits.json", "edits_figure.png")
 
@@ -60,7 +67,7 @@ def _floats(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEMO_BUNDLE, help="bundle with models, judge and directions")
     p.add_argument("--model", action="append", default=[], metavar="NAME[=PATH]",
                    help="a bundled model name or NAME=checkpoint (repeatable; default: every bundled model)")
@@ -69,12 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", type=Path, default=None, help="attribute judge (default: BUNDLE/judge.pt)")
     p.add_argument("--n", type=positive_int, default=200, help="held-out faces (default 200)")
     p.add_argument("--seed-offset", type=int, default=EDIT_TEST_SEED_OFFSET)
-    p.add_argument("--factors", type=_floats, default=[1.0], help="multiples of each documented strength (1)")
+    p.add_argument("--factors", type=_floats, default=[1.0], help="multiples of each documented strength")
     p.add_argument("--fusion", choices=("both", "on", "off"), default="both")
     add_edit_fusion_flags(p)
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--out", type=Path, default=Path("outputs") / "edit_benchmark")
+    p.add_argument("--output", type=Path, default=Path("outputs") / "edit_benchmark")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -86,7 +93,7 @@ def _models(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    refusal = existing_outputs_error(args.out, OUTPUTS, args.overwrite)
+    refusal = existing_outputs_error(args.output, OUTPUTS, args.overwrite)
     if refusal:
         return fail(refusal)
     try:
@@ -139,13 +146,13 @@ def main(argv=None) -> int:
     md = (f"# Edit-fidelity benchmark\n\n{args.n} held-out demo faces (seeds {seeds[0]}..{seeds[-1]}), "
           f"strength factors {args.factors}.\n\nMeans over directions\n\n{summary_markdown(rows)}\n"
           f"{markdown_tables(rows)}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "edits.md", md)
-    atomic_write(args.out / "edits.csv", csv_text(rows))
-    atomic_write(args.out / "edits.json", json_text(rows, meta))
-    atomic_write(args.out / "edits_figure.png", edit_figure(loaded, directions, faces, device))
+    args.output.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.output / "edits.md", md)
+    atomic_write(args.output / "edits.csv", csv_text(rows))
+    atomic_write(args.output / "edits.json", json_text(rows, meta))
+    atomic_write(args.output / "edits_figure.png", edit_figure(loaded, directions, faces, device))
     print(summary_markdown(rows))
-    print(f"{len(rows)} rows in {time.time() - t0:.0f} s -> {args.out}/edits.md, .csv, .json, _figure.png")
+    print(f"{len(rows)} rows in {time.time() - t0:.0f} s -> {args.output}/edits.md, .csv, .json, _figure.png")
     return 1 if skipped else 0
 
 

@@ -14,44 +14,44 @@ For each model with a wavelet fusion (wagi/editing/fidelity.py):
 * colour: the low band (LL) L2 of the reconstruction, fused and unfused, and the mean colour offset of the
   fused image against the unfused one (the drift coarse-level corrections cause).
 Faces are the edit benchmark's held-out range (seeds 1,003,000+) unless --seed-offset says otherwise.
-Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate, --edit-signal. Writes --out/fusion.md and fusion.json.
+Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate, --edit-signal. Writes --output/fusion.md and
+fusion.json.
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from wagi import wavelets as wv  # noqa: E402
-from wagi.bundle import BundleError, resolve_model_specs  # noqa: E402
-from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E402,E501
-from wagi.data.demo_faces import face_tensor, render_face  # noqa: E402
-from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
-from wagi.editing import sefa_directions  # noqa: E402
-from wagi.editing.benchmark import EDIT_TEST_SEED_OFFSET  # noqa: E402
-from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude  # noqa: E402
-from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped  # noqa: E402
-from wagi.fileio import atomic_write  # noqa: E402
-from wagi.models.fusion import WaveletFusion  # noqa: E402
-from wagi.tensors import resize  # noqa: E402
-from wagi.models.wagi import WaGI  # noqa: E402
+from wagi import wavelets as wv
+from wagi.bundle import BundleError, resolve_model_specs
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E501
+from wagi.data.demo_faces import face_tensor, render_face
+from wagi.devices import DEVICE_CHOICES, resolve_device
+from wagi.editing import sefa_directions
+from wagi.editing.benchmark import EDIT_TEST_SEED_OFFSET
+from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude
+from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped
+from wagi.fileio import atomic_write
+from wagi.models.fusion import WaveletFusion
+from wagi.models.wagi import WaGI
+from wagi.tensors import resize
 
 OUTPUTS = ("fusion.md", "fusion.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEMO_BUNDLE)
     p.add_argument("--model", action="append", default=[], metavar="NAME[=PATH]",
                    help="a bundled model name or NAME=checkpoint (repeatable; default: wagi)")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first demo face seed (default: the edit benchmark's held-out range)")
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--out", type=Path, default=Path("outputs") / "fusion_eval")
+    p.add_argument("--output", type=Path, default=Path("outputs") / "fusion_eval")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -162,7 +162,8 @@ def markdown(results, meta) -> str:
         lines += ["", "| images | lattice p | fused | unfused | fused − unfused |", "|---|---|---|---|---|"]
         for s, lat in r["lattice"].items():
             for p in LATTICE_PERIODS:
-                lines.append(f"| {s} | {p} | {lat['fused'][p]:.3f} | {lat['unfused'][p]:.3f} | {lat['margin'][p]:+.3f} |")
+                lines.append(f"| {s} | {p} | {lat['fused'][p]:.3f} | {lat['unfused'][p]:.3f} "
+                             f"| {lat['margin'][p]:+.3f} |")
         lines += ["", "| images | LL L2 fused | LL L2 unfused | high-band L2 fused | high-band L2 unfused | "
                       "mean colour offset fused vs unfused |", "|---|---|---|---|---|---|"]
         for s, c in r["colour"].items():
@@ -174,7 +175,7 @@ def markdown(results, meta) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    refusal = existing_outputs_error(args.out, OUTPUTS, args.overwrite)
+    refusal = existing_outputs_error(args.output, OUTPUTS, args.overwrite)
     if refusal:
         return fail(refusal)
     try:
@@ -229,10 +230,10 @@ def main(argv=None) -> int:
     meta = {"n_faces": args.n, "seed_offset": args.seed_offset, "photos": not args.no_photos,
             "device": str(device), "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}
     md = markdown(results, meta)
-    atomic_write(args.out / "fusion.md", md)
-    atomic_write(args.out / "fusion.json", json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    atomic_write(args.output / "fusion.md", md)
+    atomic_write(args.output / "fusion.json", json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     print(md)
-    print(f"{time.time() - t0:.0f} s -> {args.out}/fusion.md, fusion.json")
+    print(f"{time.time() - t0:.0f} s -> {args.output}/fusion.md, fusion.json")
     return 0
 
 

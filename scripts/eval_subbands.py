@@ -2,25 +2,26 @@
 """Per-sub-band comparison of inversion methods against ground truth (the paper's Figure 2 analysis).
 
     python scripts/eval_subbands.py --gt data/test --method e4e=results/e4e --method hfgi=results/hfgi \\
-        --ckpt wagi=runs/wagi/checkpoints/best.pt --levels 2 --out outputs/eval
+        --model wagi=runs/wagi/checkpoints/best.pt --levels 2 --output outputs/eval
 
 Files are matched by relative path without extension (ground truth a/b.jpg <-> method a/b.png).
 GT images without a reconstruction, method files without GT and names held by two files (a.jpg and
 a.png) are listed, never silently dropped; every pair is evaluated (no dropped last batch).
 
 Both images of a pair are loaded at --size x --size (--policy for non-square images) in [-1, 1].
-The default size follows the data: the --ckpt models' image size; without --ckpt, the ground truth's
-size when all its images share one square size; else 256, the protocol of pSp/e4e/HFGI. The size used
+The default size follows the data: the --model checkpoints' image size; without --model, the ground
+truth's size when all its images share one square size; else 256, the protocol of pSp/e4e/HFGI. The size used
 is printed, so a 128-px model is never silently evaluated upsampled. Per image: the mean squared error
-of the Haar coefficients of every band (LL; LH, HL, HH of each level), each band's share of the total squared error, MSE, PSNR,
-SSIM (11x11 Gaussian window, sigma 1.5), and LPIPS and ID similarity when their weights exist (LPIPS:
-torchvision's AlexNet weights in the torch hub cache or --lpips-weights; ID: --id-weights, default
-pretrained/model_ir_se50.pth; a missing default only skips the metric, with a line saying so).
+of the Haar coefficients of every band (LL; LH, HL, HH of each level), each band's share of the total
+squared error, MSE, PSNR, SSIM (11x11 Gaussian window, sigma 1.5), and LPIPS and ID similarity when
+their weights exist (LPIPS: torchvision's AlexNet weights in the torch hub cache or --lpips-weights;
+ID: --id-weights, default pretrained/model_ir_se50.pth; a missing default only skips the metric, with a
+line saying so).
 
---ckpt NAME=CKPT first inverts the --gt images with that WaGI checkpoint into <out>/recon/NAME/
+--model NAME=CKPT first inverts the --gt images with that WaGI checkpoint into <output>/recon/NAME/
 (existing reconstructions are reused unless --overwrite) and evaluates them as method NAME.
 
-Outputs in --out: results.md (tables), results.csv (one row per image and method), results.json
+Outputs in --output: results.md (tables), results.csv (one row per image and method), results.json
 (means, std, counts, mismatches, settings), subbands_bar.png (per band, per method) and
 subbands_example.png (sub-bands of one image, GT vs each method). Existing ones are replaced only
 with --overwrite.
@@ -35,20 +36,20 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, batch_size, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.cli import named_path, positive_int  # noqa: E402
-from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images  # noqa: E402
-from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
-from wagi.fileio import printable, remove_stale_temps  # noqa: E402
-from wagi.inference import PROJECT_ROOT, invert_folder  # noqa: E402
-from wagi.evaluation import DEFAULT_EVAL_SIZE, evaluate_folders  # noqa: E402
-from wagi.metrics import PerceptualMetrics  # noqa: E402
-from wagi.reports import check_report_outputs, markdown_report, write_report  # noqa: E402
+from wagi.cli import named_path, positive_int
+from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device
+from wagi.evaluation import DEFAULT_EVAL_SIZE, evaluate_folders
+from wagi.fileio import printable, remove_stale_temps
+from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images
+from wagi.inference import PROJECT_ROOT, invert_folder
+from wagi.metrics import PerceptualMetrics
+from wagi.reports import check_report_outputs, markdown_report, write_report
 
 logger = logging.getLogger("wagi.scripts.eval_subbands")
 
@@ -84,27 +85,26 @@ def ground_truth_size(gt_dir: Path) -> Optional[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
     p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
                    help="a method's reconstruction folder (repeatable)")
-    p.add_argument("--ckpt", type=named_path, action="append", default=[], metavar="NAME=CKPT",
+    p.add_argument("--model", type=named_path, action="append", default=[], metavar="NAME=CKPT",
                    help="invert --gt with this WaGI checkpoint first, then evaluate it as NAME (repeatable)")
-    p.add_argument("--levels", type=positive_int, default=1, metavar="L", help="Haar levels (default 1)")
+    p.add_argument("--levels", type=positive_int, default=1, metavar="L", help="Haar levels")
     p.add_argument("--size", type=positive_int, default=None, metavar="S",
-                   help="evaluation size S x S (default: the --ckpt models' size, else the ground truth's when all "
-                        f"its images share one square size, else {DEFAULT_EVAL_SIZE})")
+                   help="evaluation size S x S (default: the --model checkpoints' size, else the ground truth's "
+                        f"when all its images share one square size, else {DEFAULT_EVAL_SIZE})")
     p.add_argument("--policy", choices=POLICIES, default="center_crop",
-                   help="how images of another size or shape become S x S (default center_crop)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
-                   help=f"output folder (default {DEFAULT_OUT})")
+                   help="how images of another size or shape become S x S")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUT, metavar="DIR", help="output folder")
     p.add_argument("--lpips-weights", type=Path, default=None, metavar="P",
                    help="torchvision trunk weights for LPIPS (default: the torch hub cache; skipped when absent)")
-    p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex")
+    p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex", help="LPIPS trunk")
     p.add_argument("--id-weights", type=Path, default=None, metavar="P",
                    help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
-    p.add_argument("--batch-size", type=batch_size, default=8, metavar="N")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--batch-size", type=batch_size, default=8, metavar="N", help="images per model call")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -113,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if not args.method and not args.ckpt:
-        p.error("give at least one --method NAME=DIR or --ckpt NAME=CKPT")
-    names = [n for n, _ in args.method + args.ckpt]
+    if not args.method and not args.model:
+        p.error("give at least one --method NAME=DIR or --model NAME=CKPT")
+    names = [n for n, _ in args.method + args.model]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         p.error(f"method name(s) used twice: {', '.join(duplicates)}")
@@ -128,12 +128,12 @@ def main(argv=None) -> int:
         if not path.is_dir():
             _error(f"--method {name}={path}: folder not found")
             return 2
-    for name, path in args.ckpt:
+    for name, path in args.model:
         if not path.is_file():
-            _error(f"--ckpt {name}={path}: checkpoint not found")
+            _error(f"--model {name}={path}: checkpoint not found")
             return 2
     try:
-        check_report_outputs(args.out, args.overwrite)
+        check_report_outputs(args.output, args.overwrite)
         device = resolve_device(args.device)
     except (OutputExistsError, ValueError) as err:
         _error(str(err))
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     report = LoadReport(log=logger.warning)
     methods = {name: path for name, path in args.method}
     size_source = "--size"
-    if args.ckpt:
+    if args.model:
         from wagi.checkpoint import CheckpointError
         from wagi.models.wagi import WaGI
 
@@ -166,18 +166,18 @@ def main(argv=None) -> int:
             _error(str(err))
             return 2
         models = {}
-        for name, ckpt in args.ckpt:
+        for name, ckpt in args.model:
             try:
                 models[name] = WaGI.load(ckpt, map_location="cpu").eval()
             except (CheckpointError, ValueError, KeyError) as err:
-                _error(f"cannot load --ckpt {name}={ckpt}: {err}")
+                _error(f"cannot load --model {name}={ckpt}: {err}")
                 return 2
         if args.size is None:
             sizes = {m.image_size for m in models.values()}
             if len(sizes) > 1:
-                _error(f"the --ckpt models have different image sizes {sorted(sizes)}; pass --size S")
+                _error(f"the --model checkpoints have different image sizes {sorted(sizes)}; pass --size S")
                 return 2
-            args.size, size_source = sizes.pop(), "the --ckpt models' image size"
+            args.size, size_source = sizes.pop(), "the --model checkpoints' image size"
     if args.size is None:
         try:
             args.size, size_source = ground_truth_size(args.gt), "the ground truth's image size"
@@ -191,9 +191,9 @@ def main(argv=None) -> int:
         return 2
     print(f"evaluating at {args.size}x{args.size} ({size_source})", file=sys.stderr, flush=True)
 
-    for name, ckpt in args.ckpt:
+    for name, ckpt in args.model:
         model = models.pop(name).to(device)
-        recon_dir = args.out / RECON_DIR / name
+        recon_dir = args.output / RECON_DIR / name
         print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
         try:
             summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
@@ -217,13 +217,13 @@ def main(argv=None) -> int:
         _error(str(err))
         return 2
     evaluation.settings.update({"methods": {n: os.fspath(d) for n, d in methods.items()},
-                                "checkpoints": {n: os.fspath(c) for n, c in args.ckpt},
+                                "checkpoints": {n: os.fspath(c) for n, c in args.model},
                                 "batch_size": args.batch_size, "device": str(device)})
     print(printable(markdown_report(evaluation)), flush=True)  # the numbers are on screen whatever the disk does
-    for stale in remove_stale_temps(args.out):  # report writes of a killed run, unchanged for minutes
+    for stale in remove_stale_temps(args.output):  # report writes of a killed run, unchanged for minutes
         print(f"{stale}: removed, a temporary file of an interrupted earlier run", file=sys.stderr)
     try:
-        written = write_report(evaluation, args.out, overwrite=args.overwrite)
+        written = write_report(evaluation, args.output, overwrite=args.overwrite)
     except OutputExistsError as err:
         _error(str(err))
         return 2

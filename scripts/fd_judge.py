@@ -8,33 +8,33 @@ Not FID: the features are the demo attribute judge's (wagi.models.judge, 512-D: 
 of its last stage), not Inception's, so the numbers compare generators of the demo domain with each
 other and nothing else. Real faces are held-out seeds FD_REAL_SEED_OFFSET + i (1,100,000+, used by
 nothing else); samples are g_ema(z) with z ~ N(0, I) from torch seed --seed, no truncation unless
---truncation is given; z and the noise maps come from torch seed --seed, the same for every generator. Prints one line per generator and writes --json.
+--truncation is given; z and the noise maps come from torch seed --seed, the same for every generator.
+Prints one line per generator and writes --json.
 Exit status: 0 done; 2 bad arguments or unreadable files.
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from wagi.checkpoint import load_generator  # noqa: E402
-from wagi.cli import add_trust_flag, named_path, positive_int  # noqa: E402
-from wagi.data.demo_faces import TEST_SEED_OFFSET, face_tensor, render_face  # noqa: E402
-from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
-from wagi.editing.shipped import DEMO_BUNDLE  # noqa: E402
-from wagi.fileio import atomic_write  # noqa: E402
-from wagi.metrics import feature_statistics, frechet_distance  # noqa: E402
-from wagi.models.judge import load_judge  # noqa: E402
+from wagi.checkpoint import load_generator
+from wagi.cli import add_trust_flag, named_path, positive_int
+from wagi.data.demo_faces import TEST_SEED_OFFSET, face_tensor, render_face
+from wagi.devices import DEVICE_CHOICES, resolve_device
+from wagi.editing.shipped import DEMO_BUNDLE
+from wagi.fileio import atomic_write
+from wagi.metrics import feature_statistics, frechet_distance
+from wagi.models.judge import load_judge
 
 FD_REAL_SEED_OFFSET = TEST_SEED_OFFSET + 100_000  # real faces of FD-judge: a held-out range nothing else uses
 
@@ -66,10 +66,10 @@ def sample_features(judge, g, latent_avg, n, batch, device, seed=0, truncation=1
 
 def main(argv=None) -> int:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--generator", action="append", default=[], type=named_path, metavar="NAME=PATH")
     p.add_argument("--judge", type=Path, default=DEMO_BUNDLE / "judge.pt")
-    p.add_argument("--n", type=positive_int, default=5000, help="samples and real faces each (5000)")
+    p.add_argument("--n", type=positive_int, default=5000, help="samples and real faces each")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=100)

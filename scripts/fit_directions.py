@@ -22,31 +22,29 @@ and the judge's sha256). Existing directions are replaced only with --overwrite.
 Exit status: 0 written; 2 bad arguments or missing files.
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from wagi.bundle import BundleError, file_entry, read_manifest, sha256_file, write_manifest  # noqa: E402
-from wagi.cli import positive_int  # noqa: E402
-from wagi.data.demo_faces import BINARY_ATTRIBUTES  # noqa: E402
-from wagi.devices import DEVICE_CHOICES, resolve_device  # noqa: E402
-from wagi.editing import fit_boundary, save_boundary  # noqa: E402
-from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET, EditBenchmark, prepare_faces  # noqa: E402
-from wagi.editing.directions import parse_layer_range, restrict_layers  # noqa: E402
-from wagi.editing.shipped import (DEMO_BUNDLE, DIRECTION_KIND, DIRECTIONS_DIR, ShippedDirection,  # noqa: E402
-                                  generator_fingerprint)
-from wagi.models.judge import load_judge  # noqa: E402
-from wagi.models.wagi import WaGI  # noqa: E402
+from wagi.bundle import BundleError, file_entry, read_manifest, sha256_file, write_manifest
+from wagi.cli import positive_int
+from wagi.data.demo_faces import BINARY_ATTRIBUTES
+from wagi.devices import DEVICE_CHOICES, resolve_device
+from wagi.editing import fit_boundary, save_boundary
+from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET, EditBenchmark, prepare_faces
+from wagi.editing.directions import parse_layer_range, restrict_layers
+from wagi.editing.shipped import DEMO_BUNDLE, DIRECTION_KIND, DIRECTIONS_DIR, ShippedDirection, generator_fingerprint
+from wagi.models.judge import load_judge
+from wagi.models.wagi import WaGI
 
 DEFAULT_STRENGTHS = "1,1.5,2,3,4,5,6,8,10,12"
 SAMPLE_SEED = 20_000  # z of the labelled samples: torch.Generator seed (documented in the manifest)
@@ -68,19 +66,19 @@ def _floats(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--bundle", type=Path, default=DEMO_BUNDLE)
     p.add_argument("--tune-model", default="wagi", help="bundled model name or checkpoint path (default wagi)")
     p.add_argument("--judge", type=Path, default=None, help="default: BUNDLE/judge.pt")
     p.add_argument("--attribute", action="append", default=[], choices=BINARY_ATTRIBUTES,
                    help="repeatable; default: every binary attribute")
-    p.add_argument("--n", type=positive_int, default=20_000, help="generated samples to label (20000)")
-    p.add_argument("--chosen-ratio", type=float, default=0.1, help="top / bottom fraction by judge logit (0.1)")
+    p.add_argument("--n", type=positive_int, default=20_000, help="generated samples to label")
+    p.add_argument("--chosen-ratio", type=float, default=0.1, help="top / bottom fraction by judge logit")
     p.add_argument("--layers", default=None, metavar="START,END", help="restrict the directions to W+ entries")
     p.add_argument("--truncation", type=float, default=1.0, help="psi of the labelled samples (1: none)")
-    p.add_argument("--tune-n", type=positive_int, default=100, help="real faces for the strength choice (100)")
+    p.add_argument("--tune-n", type=positive_int, default=100, help="real faces for the strength choice")
     p.add_argument("--strengths", type=_floats, default=_floats(DEFAULT_STRENGTHS))
-    p.add_argument("--target", type=float, default=0.9, help="success wanted at the shipped strength (0.9)")
+    p.add_argument("--target", type=float, default=0.9, help="success wanted at the shipped strength")
     p.add_argument("--max-leakage", type=float, default=0.1)
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -150,7 +148,7 @@ def main(argv=None) -> int:
         gen_entry = next((e for e in entries.values() if e.get("kind") == "generator"), None)
         layer_range = parse_layer_range(args.layers) if args.layers else None
         names = {a: direction_name(a) for a in attributes}
-        for a, name in names.items():
+        for name in names.values():
             if name in entries and not args.overwrite:
                 raise BundleError(f"{args.bundle} already ships {name!r}; pass --overwrite to replace it")
     except (BundleError, ValueError, FileNotFoundError) as err:

@@ -2,7 +2,7 @@
 
     python scripts/generate.py                                   # the bundled demo generator -> outputs/samples.png
     python scripts/generate.py --ckpt pretrained/demo/wagi.pt    # the generator inside a WaGI model
-    python scripts/generate.py --ckpt g.pt --n 16 --truncation 0.7 --out outputs/g.png
+    python scripts/generate.py --ckpt g.pt --n 16 --truncation 0.7 --output outputs/g.png
 
 Without ``--ckpt`` the bundled demo generator (``pretrained/demo/swagan128.pt``) is sampled;
 ``--random`` samples a randomly initialised small generator instead (a smoke test of the pipeline;
@@ -16,14 +16,16 @@ import math
 import sys
 from pathlib import Path
 
-from wagi.cli import DefaultsHelpFormatter, add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, add_trust_flag, batch_size, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
 import torch
 from torchvision.utils import save_image
 
-from wagi.checkpoint import CheckpointError, LATENT_AVG_SAMPLES, LATENT_AVG_SEED, load_generator
+from wagi.checkpoint import LATENT_AVG_SAMPLES, LATENT_AVG_SEED, CheckpointError, load_generator
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.fileio import atomic_write
 from wagi.inference import PROJECT_ROOT, resolve_checkpoint
@@ -51,8 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=batch_size, default=16, help="number of images, 1 to 4096 (one grid image)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (1 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled z")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="grid image (.png or .jpg)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUT, help="grid image (.png or .jpg)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run")
     add_trust_flag(p)
     args = p.parse_args(argv)
@@ -63,11 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+    if args.output.exists() and not args.overwrite:
+        print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    if args.out.is_dir():
-        print(f"error: --out {args.out} is a folder, not an image file", file=sys.stderr)
+    if args.output.is_dir():
+        print(f"error: --output {args.output} is a folder, not an image file", file=sys.stderr)
         return 2
     try:
         device = resolve_device(args.device)
@@ -106,14 +108,14 @@ def main(argv=None) -> int:
             img, _ = generator([z], truncation=args.truncation, truncation_latent=latent_avg, randomize_noise=False)
             images.append(img.cpu())
     grid = torch.cat(images)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(args.out.suffix.lower(), "PNG")
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(args.output.suffix.lower(), "PNG")
     try:
-        atomic_write(args.out, lambda f: save_image(grid, f, format=fmt, nrow=math.ceil(math.sqrt(args.n)),
+        atomic_write(args.output, lambda f: save_image(grid, f, format=fmt, nrow=math.ceil(math.sqrt(args.n)),
                                                     normalize=True, value_range=(-1, 1)))
     except OSError as err:  # wagi.fileio.WriteError: a file in the way, a full disk, a read-only folder
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"wrote {args.n} samples ({generator.size}x{generator.size}, truncation {args.truncation}) to {args.out}")
+    print(f"wrote {args.n} samples ({generator.size}x{generator.size}, truncation {args.truncation}) to {args.output}")
     return 0
 
 

@@ -35,7 +35,7 @@ T2=$(minutes "$left - 40")
 echo "stage 2: $T2 min each"
 train demo_wagi "$T2" & train demo_hfgi "$T2" & wait
 echo "training done after $(( $(date +%s) - start )) s"
-python3 scripts/bundle_models.py --out "$OUT/demo" --model wagi=runs/demo_wagi/checkpoints/latest.pt \
+python3 scripts/bundle_models.py --output "$OUT/demo" --model wagi=runs/demo_wagi/checkpoints/latest.pt \
   --model hfgi=runs/demo_hfgi/checkpoints/latest.pt --model l2_restyle=runs/demo_l2_restyle/checkpoints/latest.pt \
   --model wavelet_restyle=runs/demo_wavelet_restyle/checkpoints/latest.pt 2>&1 | tail -6
 python3 scripts/benchmark.py --only demo --models "$OUT/demo" --json "$LOGS/bench_demo_gpu.json" 2>&1 | tail -22

@@ -6,7 +6,7 @@
 # (the trainer is started with --resume auto).
 # Optional: FD_JUDGE=1 measures FD-judge (scripts/fd_judge.py) of the exported generator (and of
 # FD_REF=NAME=PATH too) at the end; JUDGE_ARGS="..." runs scripts/train_judge.py with those arguments on the
-# same GPU while the generator trains (its --out should be under $OUT); EXT_CACHE=0 skips the ops tarball;
+# same GPU while the generator trains (its --output should be under $OUT); EXT_CACHE=0 skips the ops tarball;
 # FD_SNAPSHOTS=1 measures FD-judge of every kept step checkpoint and brings the best g_ema back.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -34,7 +34,7 @@ wait $BUILD
 tail -3 "$LOGS/ops_build.log"
 tail -4 "$LOGS/train_generator.log"
 tail -2 "$RUN/metrics.jsonl"
-python3 scripts/train_generator.py --export "$OUT/swagan128_demo.pt" --checkpoint "$RUN/checkpoints/latest.pt"
+python3 scripts/train_generator.py --export "$OUT/swagan128_demo.pt" --ckpt "$RUN/checkpoints/latest.pt"
 if [ -n "${JUDGE:-}" ]; then wait "$JUDGE"; tail -25 "$LOGS/train_judge.log"; fi
 if [ "${FD_JUDGE:-0}" = 1 ]; then
   python3 scripts/fd_judge.py --generator "$(basename "$RUN")=$OUT/swagan128_demo.pt" \
@@ -46,7 +46,7 @@ if [ "${FD_SNAPSHOTS:-0}" = 1 ]; then
   SNAP=$(mktemp -d); GENS=()
   for ck in "$RUN"/checkpoints/step_*.pt; do
     name=$(basename "$ck" .pt)
-    python3 scripts/train_generator.py --export "$SNAP/$name.pt" --checkpoint "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
+    python3 scripts/train_generator.py --export "$SNAP/$name.pt" --ckpt "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
   done
   python3 scripts/fd_judge.py "${GENS[@]}" ${FD_REF:+--generator "$FD_REF"} --json "$RUN/fd_snapshots.json" 2>&1 | grep FD-judge
   best=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['fd_judge']; r={k: v for k, v in r.items() if k.startswith('step_')}; print(min(r, key=r.get))" "$RUN/fd_snapshots.json")

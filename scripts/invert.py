@@ -29,18 +29,24 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import batch_size, quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, batch_size, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.cli import positive_int  # noqa: E402
-from wagi.imageio import (POLICIES, ImageIOError, InputNotFoundError, LoadReport,  # noqa: E402
-                          OutputExistsError, find_images)
-from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device  # noqa: E402
-from wagi.inference import (DEFAULT_OUTPUT, DEMO_CKPT, EXAMPLES_DIR, LATENT_FORMATS,  # noqa: E402
-                            invert_folder, resolve_checkpoint, shown_path)
+from wagi.cli import positive_int
+from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device
+from wagi.imageio import POLICIES, ImageIOError, InputNotFoundError, LoadReport, OutputExistsError, find_images
+from wagi.inference import (
+    DEFAULT_OUTPUT,
+    DEMO_CKPT,
+    EXAMPLES_DIR,
+    LATENT_FORMATS,
+    invert_folder,
+    resolve_checkpoint,
+    shown_path,
+)
 
 logger = logging.getLogger("wagi.scripts.invert")
 
@@ -56,7 +62,7 @@ def _error(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--input", nargs="+", default=None, metavar="PATH",
                    help=f"image files, folders or glob patterns (default: the bundled {DEFAULT_INPUT})")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="DIR",

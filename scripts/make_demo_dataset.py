@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write demo-domain faces to PNG files (and their attributes to labels.jsonl), or one sample grid.
 
-    python scripts/make_demo_dataset.py --out data/demo_test --n 500 --size 128 --seed-offset 1001000 --labels
+    python scripts/make_demo_dataset.py --output data/demo_test --n 500 --size 128 --seed-offset 1001000 --labels
     python scripts/make_demo_dataset.py --grid docs/img/demo_faces_grid.png --n 32 --size 128
 
 File ``DIR/{i:06d}.png`` is the face of seed ``seed-offset + i``. Training seeds are [0, 1000000);
@@ -14,7 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -44,22 +46,23 @@ def write_cache(args) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     where = ap.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", type=Path, help="output directory for DIR/000000.png, ...")
+    where.add_argument("--output", type=Path, metavar="DIR", help="output folder for DIR/000000.png, ...")
     where.add_argument("--grid", type=Path, help="write one PNG grid of the n faces instead of files")
     where.add_argument("--cache", type=Path,
                        help="write the preload cache of the first n TRAINING faces (seeds 0..n-1) that "
                             "data.cache_file of both trainers reads (uint8 tensor + source record)")
-    ap.add_argument("--n", type=int, default=500, help="number of faces (default 500)")
-    ap.add_argument("--size", type=int, default=128, choices=SUPPORTED_SIZES, help="resolution (default 128)")
+    ap.add_argument("--n", type=int, default=500, help="number of faces")
+    ap.add_argument("--size", type=int, default=128, choices=SUPPORTED_SIZES, help="resolution")
     ap.add_argument("--seed-offset", type=int, default=TEST_SEED_OFFSET,
-                    help=f"seed of the first face (default {TEST_SEED_OFFSET}: never trained on, but its first 64 are the "
-                         f"trainers' validation faces; docs/results.md's test set starts at {TEST_SEED_OFFSET + 1000})")
-    ap.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+                    help=f"seed of the first face (default {TEST_SEED_OFFSET}: never trained on, but its first 64 "
+                         "are the trainers' validation faces; docs/results.md's test set starts at "
+                         f"{TEST_SEED_OFFSET + 1000})")
+    ap.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
     ap.add_argument("--labels", action="store_true", help="also write labels.jsonl with the attributes of each file")
     ap.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    ap.add_argument("--nrow", type=int, default=8, help="faces per row of --grid (default 8)")
+    ap.add_argument("--nrow", type=int, default=8, help="faces per row of --grid")
     args = ap.parse_args(argv)
 
     try:
@@ -74,9 +77,9 @@ def main(argv=None) -> int:
             atomic_write(args.grid, lambda f: grid.save(f, format="PNG", optimize=True))
             print(f"wrote {args.grid}")
         else:
-            paths = write_demo_dataset(args.out, args.n, args.size, args.seed_offset, args.workers,
+            paths = write_demo_dataset(args.output, args.n, args.size, args.seed_offset, args.workers,
                                        labels=args.labels, overwrite=args.overwrite)
-            print(f"wrote {len(paths)} images to {args.out}" + (" and labels.jsonl" if args.labels else ""))
+            print(f"wrote {len(paths)} images to {args.output}" + (" and labels.jsonl" if args.labels else ""))
     except (OSError, ValueError) as e:  # OSError: an existing output, a full disk, a read-only folder
         print(f"error: {e}", file=sys.stderr)
         return 2

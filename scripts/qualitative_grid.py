@@ -2,7 +2,7 @@
 """Qualitative comparison figure: ground truth and each method's reconstruction, with zoomed detail crops.
 
     python scripts/qualitative_grid.py --gt data/demo_test --method l2=recon/l2 --method wagi=recon/wagi \\
-        --out docs/img/results_qualitative.png [--n 4] [--names 000003,000010] [--crops auto|text,eyes,ears] \\
+        --output docs/img/results_qualitative.png [--n 4] [--names 000003,000010] [--crops auto|text,eyes,ears] \\
         [--zoom 3] [--labels data/demo_test/labels.jsonl]
 
 Rows: test images; columns: ground truth, then each method (files matched by relative path without
@@ -18,25 +18,24 @@ Without attributes the fixed boxes of wagi.figures.FIXED_BOXES are used. Without
 are chosen: visible text first, then glasses, then earrings or a necklace.
 
 The crop errors are also printed as a Markdown table. The PNG is at most --max-width pixels wide;
-the same inputs give the same bytes. An existing --out is replaced only with --overwrite.
+the same inputs give the same bytes. An existing --output is replaced only with --overwrite.
 Exit status: 0 written; 1 an image could not be read; 2 bad arguments or inputs.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.cli import named_path, positive_int  # noqa: E402
-from wagi.data.demo_faces import TEST_SEED_OFFSET  # noqa: E402
-from wagi.figures import AUTO_CROPS, MAX_WIDTH, FigureInputError, parse_crops, qualitative_grid  # noqa: E402
-from wagi.fileio import atomic_write  # noqa: E402
-from wagi.imageio import ImageLoadError, OutputIsInputError, check_output_not_input  # noqa: E402
+from wagi.cli import named_path, positive_int
+from wagi.data.demo_faces import TEST_SEED_OFFSET
+from wagi.figures import AUTO_CROPS, MAX_WIDTH, FigureInputError, parse_crops, qualitative_grid
+from wagi.fileio import atomic_write
+from wagi.imageio import ImageLoadError, OutputIsInputError, check_output_not_input
 
 DEFAULT_OUT = Path("docs") / "img" / "results_qualitative.png"
 
@@ -65,12 +64,12 @@ def _crops(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
     p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
                    help="a method's reconstruction folder (repeatable; columns in this order)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="PNG", help=f"output PNG (default {DEFAULT_OUT})")
-    p.add_argument("--n", type=positive_int, default=4, help="images chosen automatically without --names (default 4)")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUT, metavar="PNG", help="output PNG")
+    p.add_argument("--n", type=positive_int, default=4, help="images chosen automatically without --names")
     p.add_argument("--names", default=None, metavar="A,B",
                    help="comma-separated GT names without extension (e.g. 000003,000010), in this order")
     p.add_argument("--crops", type=_crops, default=AUTO_CROPS, metavar="auto|text,eyes,ears",
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-offset", type=int, default=TEST_SEED_OFFSET,
                    help=f"seed of 000000.png when attributes come from the seed (default {TEST_SEED_OFFSET})")
     p.add_argument("--max-width", type=positive_int, default=MAX_WIDTH, help=f"PNG width limit (default {MAX_WIDTH})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     return p
 
 
@@ -94,10 +93,10 @@ def main(argv=None) -> int:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         p.error(f"method name(s) used twice: {', '.join(duplicates)}")
-    if args.out.suffix.lower() != ".png":
-        p.error(f"--out {args.out}: the figure is written as PNG, give a .png path")
-    if args.out.is_dir() or (args.out.exists() and not args.overwrite):
-        _error(f"{args.out}: output file exists; pass --overwrite to replace it")
+    if args.output.suffix.lower() != ".png":
+        p.error(f"--output {args.output}: the figure is written as PNG, give a .png path")
+    if args.output.is_dir() or (args.output.exists() and not args.overwrite):
+        _error(f"{args.output}: output file exists; pass --overwrite to replace it")
         return 2
     chosen = [s.strip() for s in args.names.split(",") if s.strip()] if args.names else None
     try:
@@ -105,16 +104,16 @@ def main(argv=None) -> int:
                                zoom=args.zoom, labels=args.labels, seed_offset=args.seed_offset,
                                max_width=args.max_width)
         inputs = [r.gt_path for r in fig.rows] + [path for r in fig.rows for path in r.method_paths.values()]
-        check_output_not_input(args.out, inputs)
+        check_output_not_input(args.output, inputs)
     except (FigureInputError, OutputIsInputError) as err:
         _error(str(err))
         return 2
     except ImageLoadError as err:
         _error(str(err))
         return 1
-    atomic_write(args.out, fig.png)
+    atomic_write(args.output, fig.png)
     print(fig.error_table())
-    print(f"wrote {args.out} ({fig.layout.width}x{fig.layout.height} px, {len(fig.rows)} image(s): "
+    print(f"wrote {args.output} ({fig.layout.width}x{fig.layout.height} px, {len(fig.rows)} image(s): "
           f"{', '.join(r.key for r in fig.rows)})", flush=True)
     return 0
 

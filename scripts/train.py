@@ -13,16 +13,15 @@ exactly from ``checkpoints/latest.pt`` (a fresh run when there is none yet, so t
 every slice).
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.config import ConfigError, load_config  # noqa: E402
+from wagi.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 3
@@ -31,7 +30,7 @@ SECONDS_PER_MINUTE = 60.0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config (see docs/config.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.lr=2e-4 (repeatable)")
@@ -39,7 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
     p.add_argument("--no-progress", action="store_true",
-                   help="no tqdm progress bar (none either when stderr is not a terminal); validation lines still print")
+                   help="no tqdm progress bar (none either when stderr is not a terminal); validation lines still "
+                        "print")
     args = p.parse_args(argv)
     if args.time_limit is not None and args.time_limit < 0:
         p.error(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     try:
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: also an unwritable run folder
+    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Fit an InterFaceGAN boundary for the project's own generator from labelled W+ codes.
 
-    python scripts/train_boundary.py --demo --n 1000 --attribute has_glasses --out outputs/glasses.npy
-    python scripts/train_boundary.py --ckpt M.pt --images data/demo_test --attribute smile --out boundaries/smile.npy
+    python scripts/train_boundary.py --demo --n 1000 --attribute has_glasses --output outputs/glasses.npy
+    python scripts/train_boundary.py --ckpt M.pt --images data/demo_test --attribute smile --output boundaries/smile.npy
     python scripts/train_boundary.py --latents inv/latents.pt --labels data/demo_test/labels.jsonl \\
-        --attribute hair_colour=blonde --out boundaries/blonde.npy
+        --attribute hair_colour=blonde --output boundaries/blonde.npy
 
 Boundaries published for StyleGAN2 do not transfer to a separately trained SWAGAN, so they are fitted
 here on codes of the model's own W+ space. Label sources:
@@ -27,7 +27,7 @@ needs --n >= D / (split-ratio chosen-ratio), about 18000 at 0.02 (or raise --cho
 renders and inverts each face, about 0.6 s a face on 2 CPU cores, so the default --n 1000 takes about
 10 minutes there (a GPU: seconds).
 
-Writes --out (.npy) and a JSON report (accuracies, counts; default: --out with .json).
+Writes --output (.npy) and a JSON report (accuracies, counts; default: --output with .json).
 Exit status: 0 written; 1 written, but some inputs failed (each named on one line); 2 nothing written
 (bad arguments, missing checkpoint, too few labelled codes, existing output without --overwrite).
 """
@@ -40,7 +40,9 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
-from wagi.cli import add_trust_flag, batch_size, quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, add_trust_flag, batch_size, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -49,11 +51,24 @@ import torch
 from tqdm import tqdm
 
 from wagi.checkpoint import load_generator
-from wagi.data.demo_faces import (SUPPORTED_SIZES, TEST_SEED_OFFSET, face_tensor, render_from_attributes,
-                                  sample_attributes)
+from wagi.data.demo_faces import (
+    SUPPORTED_SIZES,
+    TEST_SEED_OFFSET,
+    face_tensor,
+    render_from_attributes,
+    sample_attributes,
+)
 from wagi.devices import DEVICE_CHOICES, resolve_device
-from wagi.editing import (LatentFileError, attribute_value, fit_boundary, labels_array, load_latents, name_key,
-                          read_labels, save_boundary)
+from wagi.editing import (
+    LatentFileError,
+    attribute_value,
+    fit_boundary,
+    labels_array,
+    load_latents,
+    name_key,
+    read_labels,
+    save_boundary,
+)
 from wagi.fileio import atomic_write
 from wagi.imageio import POLICIES, ImageIOError, LoadReport, find_images, iter_batches
 from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
@@ -66,7 +81,7 @@ MIN_CODES_PER_DIM = 1  # fewer training codes per class than D: any labels are s
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
     model = p.add_mutually_exclusive_group()
     model.add_argument("--ckpt", type=Path, default=None,
                        help=f"WaGI model checkpoint (default {shown_path(DEFAULT_CKPT)})")
@@ -80,21 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, default=None, help="labels file (default DIR/labels.jsonl with --images)")
     p.add_argument("--attribute", required=True, help="NAME (bool or score) or NAME=VALUE (category)")
     p.add_argument("--n", type=int, default=DEFAULT_DEMO_FACES,
-                   help=f"demo faces to render with --demo (default {DEFAULT_DEMO_FACES}, about 10 min on 2 CPU cores; "
-                        "see 'How many codes' below)")
+                   help=f"demo faces to render with --demo (default {DEFAULT_DEMO_FACES}: about 10 min on 2 CPU cores, "
+                        "enough for has_glasses; see 'How many codes' below)")
     p.add_argument("--demo-seed-offset", type=int, default=None, help="first demo seed (default: the held-out range)")
-    p.add_argument("--out", type=Path, required=True, help="boundary file (.npy)")
-    p.add_argument("--report", type=Path, default=None, help="JSON report (default: --out with .json)")
-    p.add_argument("--method", choices=["svm", "logistic"], default="svm")
+    p.add_argument("--output", type=Path, required=True, help="boundary file (.npy)")
+    p.add_argument("--report", type=Path, default=None, help="JSON report (default: --output with .json)")
+    p.add_argument("--classifier", choices=["svm", "logistic"], default="svm",
+                   help="linear SVM or logistic regression (scikit-learn)")
     p.add_argument("--per-layer", action="store_true", help="one boundary per W+ entry: (n_latent, D)")
     p.add_argument("--chosen-ratio", type=float, default=0.02, help="score attributes: top/bottom fraction used")
     p.add_argument("--split-ratio", type=float, default=0.7, help="training fraction of each class")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=batch_size, default=16)
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--policy", choices=POLICIES, default="center_crop")
-    p.add_argument("--overwrite", action="store_true", help="replace existing --out / --report files")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train / validation split and the solver")
+    p.add_argument("--batch-size", type=batch_size, default=16, help="images per model call")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run")
+    p.add_argument("--policy", choices=POLICIES, default="center_crop", help="how non-square images are fitted")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --output / --report files")
     return p
 
 
@@ -200,10 +216,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
 
-    report_path = args.report or args.out.with_suffix(".json")
-    if args.out.suffix.lower() != ".npy":
-        return fail(f"--out {args.out}: boundaries are written as .npy files")
-    for path in (args.out, report_path):
+    report_path = args.report or args.output.with_suffix(".json")
+    if args.output.suffix.lower() != ".npy":
+        return fail(f"--output {args.output}: boundaries are written as .npy files")
+    for path in (args.output, report_path):
         if path.exists() and not args.overwrite:
             return fail(f"{path} exists; pass --overwrite to replace it")
     if args.generator is not None and not args.latents:
@@ -244,15 +260,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError("no labelled code to fit on")
         latents = torch.stack(codes)  # (N, n_latent, D)
         labels = labels_array(values)
-        direction, fit = fit_boundary(latents if args.per_layer else latents.mean(1), labels, method=args.method,
+        direction, fit = fit_boundary(latents if args.per_layer else latents.mean(1), labels, method=args.classifier,
                                       chosen_ratio=args.chosen_ratio, split_ratio=args.split_ratio, seed=args.seed,
                                       C=args.C)
-        save_boundary(args.out, direction, overwrite=args.overwrite)
+        save_boundary(args.output, direction, overwrite=args.overwrite)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImageIOError) as err:
         return fail(str(err.args[0]) if isinstance(err, KeyError) else str(err))
 
     report = {"attribute": args.attribute, "positive": _positive_rule(args.attribute, labels, args.chosen_ratio),
-              "boundary": str(args.out), "shape": list(direction.shape), "per_layer": args.per_layer,
+              "boundary": str(args.output), "shape": list(direction.shape), "per_layer": args.per_layer,
               "model": source, "n_latent": n_latent, "style_dim": style_dim, "n_codes": len(codes),
               "source": "demo" if args.demo else ("images" if args.images else "latents"),
               "chosen_ratio": args.chosen_ratio, "split_ratio": args.split_ratio, "C": args.C, "seed": args.seed,
@@ -261,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     val = f"{fit['val_acc']:.3f}" if fit["val_acc"] is not None else "n/a"
     print(f"boundary {tuple(direction.shape)} for {report['positive']} from {len(codes)} codes "
           f"({fit['n_pos']} positive, {fit['n_neg']} negative): train acc {fit['train_acc']:.3f}, val acc {val} "
-          f"-> {args.out}, report {report_path}")
+          f"-> {args.output}, report {report_path}")
     n_train_min = min(fit["n_pos"], fit["n_neg"]) * args.split_ratio
     if n_train_min < MIN_CODES_PER_DIM * style_dim:
         print(f"warning: about {n_train_min:.0f} training codes in the smaller class for a {style_dim}-dim boundary; "

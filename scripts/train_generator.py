@@ -5,27 +5,27 @@
     python scripts/train_generator.py --config ... --resume auto --time-limit 9    # stop, save after 9 minutes
     torchrun --nproc_per_node 2 scripts/train_generator.py --config ...          # DDP: batch_size is per process
     python scripts/train_generator.py --config ... --benchmark-steps 64          # speed only, writes nothing
-    python scripts/train_generator.py --export demo_g.pt --checkpoint runs/demo_swagan/checkpoints/latest.pt
+    python scripts/train_generator.py --export demo_g.pt --ckpt runs/demo_swagan/checkpoints/latest.pt
 
 The config is validated before any heavy work (see docs/train_generator.md); the run directory
 (experiment.out_dir/experiment.name) receives config.yaml, metrics.jsonl, tb/, samples/ and checkpoints/.
 A first Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits; --resume auto continues
 exactly from checkpoints/latest.pt. --export writes a compact fp16 g_ema-only file that
-wagi.checkpoint.load_generator reads (from --checkpoint, or the config's latest checkpoint).
+wagi.checkpoint.load_generator reads (from --ckpt, or the config's latest checkpoint).
 """
 import argparse
 import json
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.config import ConfigError  # noqa: E402
-from wagi.training.gan_config import load_gan_config  # noqa: E402
+from wagi.config import ConfigError
+from wagi.training.gan_config import load_gan_config
 
 EXIT_CONFIG = 2
 EXIT_STOPPED = 3
@@ -33,16 +33,14 @@ EXIT_INTERRUPTED = 130
 
 
 def _export(args, cfg) -> int:
-    from pathlib import Path
-
     from wagi.checkpoint import CheckpointError
     from wagi.checkpoint import export_generator
     from wagi.training.common import CHECKPOINT_DIR, LATEST
 
-    src = args.checkpoint
+    src = args.ckpt
     if src is None:
         if cfg is None:
-            print("error: --export needs --checkpoint or --config (whose run's latest checkpoint is exported)",
+            print("error: --export needs --ckpt or --config (whose run's latest checkpoint is exported)",
                   file=sys.stderr)
             return EXIT_CONFIG
         src = Path(cfg.experiment.out_dir) / cfg.experiment.name / CHECKPOINT_DIR / LATEST
@@ -56,7 +54,7 @@ def _export(args, cfg) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", help="YAML config (see docs/train_generator.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.batch_size=32 (repeatable)")
@@ -69,7 +67,8 @@ def main(argv=None) -> int:
                    help="run N timed steps after warm-up, print steps/s (and peak CUDA memory), write nothing")
     p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N", help="warm-up steps (default 20)")
     p.add_argument("--export", default=None, metavar="PATH", help="write a compact fp16 g_ema-only file and exit")
-    p.add_argument("--checkpoint", default=None, help="with --export: the checkpoint to export")
+    p.add_argument("--ckpt", type=Path, default=None, metavar="PATH", help="with --export: the checkpoint to export")
+    p.add_argument("--checkpoint", type=Path, dest="ckpt", help=argparse.SUPPRESS)  # the older name of --ckpt
     args = p.parse_args(argv)
 
     cfg = None
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
     if args.export is not None:
         return _export(args, cfg)
     if cfg is None:
-        p.error("--config is required (except with --export --checkpoint)")
+        p.error("--config is required (except with --export --ckpt)")
 
     from wagi.checkpoint import CheckpointError
     from wagi.fileio import RunFolderInUse
@@ -94,7 +93,7 @@ def main(argv=None) -> int:
     try:
         trainer = GANTrainer(cfg, resume=None if benchmark else args.resume,
                              progress=not (args.no_progress or benchmark), write=not benchmark)
-    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: also an unwritable run folder
+    except (OSError, ValueError, CheckpointError, ImageIOError, RunFolderInUse) as e:  # OSError: unwritable run folder
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the attribute judge (wagi.models.judge) on procedural demo faces, or evaluate a trained one.
 
-    python scripts/train_judge.py --out pretrained/demo/judge.pt                      # GPU: ~2-3 min
-    python scripts/train_judge.py --device cpu --n 2000 --epochs 2 --out /tmp/judge.pt  # slow, for a check
+    python scripts/train_judge.py --output pretrained/demo/judge.pt                      # GPU: ~2-3 min
+    python scripts/train_judge.py --device cpu --n 2000 --epochs 2 --output /tmp/judge.pt  # slow, for a check
     python scripts/train_judge.py --eval-only pretrained/demo/judge.pt --n-test 4000
 
 Training faces are seeds [900000, 900000 + n) (JUDGE_TRAIN_SEED_OFFSET: inside the training range, disjoint
@@ -16,7 +16,7 @@ schedule that also follows --time-limit (the schedule ends when the time is up).
 
 Held-out accuracy is reported per attribute on clean renders, blurred renders (sigma 1.0) and renders
 downsampled to 64 px (the judge resizes them back), stored in the checkpoint's meta and written as JSON
-beside the checkpoint (--out with .json).
+beside the checkpoint (--output with .json).
 Exit status: 0 done; 2 bad arguments, existing output without --overwrite, unreadable --eval-only file.
 """
 from __future__ import annotations
@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from wagi.cli import quiet_interrupts, run_main  # noqa: E402
+import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
+
+from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -41,12 +43,27 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from wagi.cli import positive_int
-from wagi.data.demo_faces import (DEMO_FACES_VERSION, TRAIN_SEED_END, check_seed_range, render_from_attributes,
-                                  sample_attributes)
+from wagi.data.demo_faces import (
+    DEMO_FACES_VERSION,
+    TRAIN_SEED_END,
+    check_seed_range,
+    render_from_attributes,
+    sample_attributes,
+)
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device
 from wagi.fileio import atomic_write
-from wagi.models.judge import (DEFAULT_JUDGE_PATH, INPUT_SIZE, JUDGE_TEST_SEED_OFFSET, JUDGE_TRAIN_SEED_OFFSET,  # noqa: E501
-                               DEFAULT_LOCAL, AttributeJudge, JudgeCheckpointError, label_tensors, load_judge, save_judge)
+from wagi.models.judge import (  # noqa: E501
+    DEFAULT_JUDGE_PATH,
+    DEFAULT_LOCAL,
+    INPUT_SIZE,
+    JUDGE_TEST_SEED_OFFSET,
+    JUDGE_TRAIN_SEED_OFFSET,
+    AttributeJudge,
+    JudgeCheckpointError,
+    label_tensors,
+    load_judge,
+    save_judge,
+)
 
 BLUR_RADIUS = 4  # Gaussian kernel taps each side (9 taps: > 3 sigma for sigma <= 1.2)
 EVAL_BLUR_SIGMA = 1.0
@@ -67,7 +84,8 @@ def _render_chunk(job: Tuple[int, int]) -> Tuple[np.ndarray, list]:
     return np.stack([np.asarray(render_from_attributes(a, INPUT_SIZE)) for a in attrs]), attrs
 
 
-def render_faces(seed_offset: int, n: int, workers: int, progress: bool = True) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+def render_faces(seed_offset: int, n: int, workers: int,
+                 progress: bool = True) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Faces of seeds ``seed_offset + i`` (i < n): uint8 ``(n, 3, 128, 128)`` and ``{name: (n,) long}`` labels.
 
     Rendered in chunks by a pool of ``workers`` processes that send back uint8 pixels (a quarter of the bytes
@@ -321,15 +339,16 @@ def with_local_heads(judge: AttributeJudge, heads: Sequence[str]) -> AttributeJu
     new = AttributeJudge(judge.binary, judge.categorical, local=local, **arch)
     missing, unexpected = new.load_state_dict(judge.state_dict(), strict=False)
     if unexpected or any(not k.startswith("local_heads.") for k in missing):
-        raise ValueError(f"--finetune: the judge's weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"--finetune: the judge's weights do not fit (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     return new
 
 
 def build_parser() -> argparse.ArgumentParser:
     head, _, rest = __doc__.partition("\n\n")
-    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_JUDGE_PATH, help=f"checkpoint to write (default {DEFAULT_JUDGE_PATH})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its JSON report")
+    p = argparse.ArgumentParser(description=head, epilog=rest, formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--output", type=Path, default=DEFAULT_JUDGE_PATH, help="checkpoint to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output and its JSON report")
     p.add_argument("--finetune", type=Path, default=None, metavar="CKPT",
                    help="start from this judge and train only the local heads of --heads (added when missing)")
     p.add_argument("--heads", nargs="+", default=list(DEFAULT_LOCAL), help="with --finetune (default: has_earrings)")
@@ -390,8 +409,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _say(f"recorded the accuracies in {args.eval_only}")
         return 0
 
-    report_path = args.out.with_suffix(".json")
-    for path in (args.out, report_path):
+    report_path = args.output.with_suffix(".json")
+    for path in (args.output, report_path):
         if path.exists() and not args.overwrite:
             return fail(f"{path} exists; pass --overwrite to replace it")
     if args.n > MAX_TRAIN_N:
@@ -445,12 +464,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "torch": str(torch.__version__),  # TorchVersion is not plain data
         "accuracy": acc,
     }
-    save_judge(judge.cpu(), args.out, **meta)
-    report = dict(meta, checkpoint=str(args.out), first_loss=summary["first_loss"],
+    save_judge(judge.cpu(), args.output, **meta)
+    report = dict(meta, checkpoint=str(args.output), first_loss=summary["first_loss"],
                   last_loss=summary["last_loss"], loss_curve=summary["loss_curve"],
                   total_seconds=round(time.perf_counter() - t_start, 1))
     atomic_write(report_path, json.dumps(report, indent=2) + "\n")
-    _say(f"wrote {args.out} and {report_path} ({report['total_seconds']:.0f} s in all)")
+    _say(f"wrote {args.output} and {report_path} ({report['total_seconds']:.0f} s in all)")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Fixtures shared by the test modules (helpers they import live in ``tests/helpers.py``), and the ``slow``
-marker: tests marked ``@pytest.mark.slow`` (the kill -9 soak) run only with ``pytest --run-slow``."""
+"""Fixtures shared by the test modules (helpers they import live in ``tests/helpers.py``), and the ``soak``
+marker: tests marked ``@pytest.mark.soak`` (the kill -9 soak) run only with ``pytest --run-soak``. The markers
+are declared in pyproject.toml ([tool.pytest.ini_options])."""
 import pytest
 
 from tests.helpers import tiny_wagi
@@ -7,19 +8,16 @@ from wagi.cli import setup_logging
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes-long test (kill -9 soak); skipped without --run-slow")
+    parser.addoption("--run-soak", "--run-slow", action="store_true", default=False, dest="run_soak",
+                     help="also run tests marked soak (--run-slow: the older name)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
+    if config.getoption("run_soak"):
         return
-    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip = pytest.mark.skip(reason="soak: run with --run-soak")
     for item in items:
-        if "slow" in item.keywords:
+        if item.get_closest_marker("soak") is not None:
             item.add_marker(skip)
 
 

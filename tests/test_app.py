@@ -202,7 +202,7 @@ def test_app_script_refuses_a_missing_checkpoint(capsys):
     from tests.helpers import load_script
 
     app = load_script("app")
-    assert app.main(["--ckpt", "no/such/model.pt"]) == 2
+    assert app.main(["--model", "no/such/model.pt"]) == 2
     assert "no/such/model.pt: file not found" in capsys.readouterr().err
     assert app.build_parser().parse_args([]).host == "127.0.0.1"
 
@@ -229,6 +229,7 @@ def test_app_cache_knows_an_image_by_its_bytes(engine, tmp_path):
 
 
 @needs_gradio
+@pytest.mark.slow
 def test_app_script_serves_from_any_folder(tmp_path):
     """``python scripts/app.py --port P`` started outside the repository: the API answers on 127.0.0.1."""
     import socket

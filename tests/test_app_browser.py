@@ -96,6 +96,7 @@ def _pick_first_example(driver):
     thumbs[0].click()
 
 
+@pytest.mark.slow
 def test_browser_pick_example_and_move_a_slider(page_url, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -128,7 +129,8 @@ def test_browser_bad_upload_shows_a_message_and_the_page_keeps_working(page_url,
     browser.get(page_url)
     upload = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
     upload[0].send_keys(str(junk))
-    message = _wait(browser, lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body, .toast-wrap")
+    toasts = ".toast-body, .toast-wrap"
+    message = _wait(browser, lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, toasts)
                                              if "cannot read image" in e.text), None))
     assert "notes.png: cannot read image: not a supported image" in message
     assert "Traceback" not in browser.page_source

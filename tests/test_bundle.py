@@ -102,7 +102,7 @@ def test_wagi_round_trip_is_fp16_on_disk_and_fp32_when_loaded(tmp_path, model, r
 
 def test_manifest_records_hash_config_run_facts_and_last_val_metrics(tmp_path, model, run_ckpt):
     out = tmp_path / "demo"
-    assert _cli("--out", out, "--model", f"wagi={run_ckpt}", "--note", "tiny test") == 0
+    assert _cli("--output", out, "--model", f"wagi={run_ckpt}", "--note", "tiny test") == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["format"] == "wagi-pretrained" and m["version"] == 1
     e = m["models"]["wagi"]
@@ -125,7 +125,7 @@ def test_metrics_option_and_last_val_record(tmp_path, run_ckpt):
     assert last_val_record(jl, max_step=5)["step"] == 2
     assert last_val_record(jl, max_step=1) is None
     out = tmp_path / "demo"
-    assert _cli("--out", out, "--model", f"a={run_ckpt}", "--metrics", f"a={jl}") == 0
+    assert _cli("--output", out, "--model", f"a={run_ckpt}", "--metrics", f"a={jl}") == 0
     assert read_manifest(out)["models"]["a"]["metrics"]["values"] == {"mse": 0.125, "LL": 0.25}
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"kind": "train", "step": 1}) + "\n")
@@ -192,7 +192,7 @@ def test_verify_detects_a_corrupted_byte_and_a_missing_file(tmp_path, run_ckpt, 
     out = tmp_path / "demo"
     gan = tmp_path / "gan.pt"
     _gan_ckpt(gan)
-    assert _cli("--out", out, "--model", f"wagi={run_ckpt}", "--generator", f"g={gan}") == 0
+    assert _cli("--output", out, "--model", f"wagi={run_ckpt}", "--generator", f"g={gan}") == 0
     assert _cli("--verify", out) == 0
     assert verify_bundle(out) == ([], 2)
     data = bytearray((out / "wagi.pt").read_bytes())
@@ -242,7 +242,7 @@ def test_size_limit_refuses_and_writes_nothing(tmp_path, run_ckpt, monkeypatch, 
         bundle(out, [BundleItem("wagi", "wagi", run_ckpt)], max_bytes=2 ** 19)
     assert not out.exists()
     monkeypatch.setattr(B, "MAX_FILE_BYTES", 2 ** 19)
-    assert _cli("--out", out, "--model", f"wagi={run_ckpt}") == 2
+    assert _cli("--output", out, "--model", f"wagi={run_ckpt}") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MiB limit" in err and not out.exists()
 
@@ -266,7 +266,7 @@ def test_clear_one_line_errors(tmp_path, model, run_ckpt, capsys):
     ]
     for argv, message in cases:
         capsys.readouterr()
-        assert _cli("--out", out, *argv) == 2, argv
+        assert _cli("--output", out, *argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (argv, err)
     assert not out.exists()

@@ -124,6 +124,7 @@ torch.save(ck, sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_one_trust_opt_in_with_an_unmissable_notice(tmp_path):
     import subprocess
     import sys
@@ -134,7 +135,7 @@ def test_one_trust_opt_in_with_an_unmissable_notice(tmp_path):
     ckpt = tmp_path / "pickled.pt"
     subprocess.run([sys.executable, "-c", _PICKLED_GENERATOR, str(ckpt)], check=True, env=env, cwd=tmp_path)
     cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--ckpt", str(ckpt), "--n", "1", "--device", "cpu",
-           "--out", str(tmp_path / "s.png")]
+           "--output", str(tmp_path / "s.png")]
     refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "__main__.Opts" in refused.stderr and "pass --trust-checkpoint (config: generator.trust_checkpoint: true)" \
@@ -309,20 +310,20 @@ def test_generate_script(tmp_path, capsys):
     g = small_generator()
     ckpt = save_generator(tmp_path / "g.pt", g, None, {})
     out = tmp_path / "grid.png"
-    assert main(["--ckpt", str(ckpt), "--n", "4", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["--ckpt", str(ckpt), "--n", "4", "--output", str(out), "--device", "cpu"]) == 0
     from PIL import Image
     assert Image.open(out).size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # 2x2 grid, padding 2
-    assert main(["--ckpt", str(ckpt), "--n", "4", "--out", str(out)]) == 2  # no silent overwrite: a usage error
+    assert main(["--ckpt", str(ckpt), "--n", "4", "--output", str(out)]) == 2  # no silent overwrite: a usage error
     assert "exists" in capsys.readouterr().err
-    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")]) == 2
-    assert main(["--random", "--n", "2", "--size", "16", "--out", str(tmp_path / "random.png")]) == 0
+    assert main(["--ckpt", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.png")]) == 2
+    assert main(["--random", "--n", "2", "--size", "16", "--output", str(tmp_path / "random.png")]) == 0
     assert "randomly initialised" in capsys.readouterr().out
     (tmp_path / "a_file").write_text("x")
-    assert main(["--random", "--n", "2", "--size", "16", "--out", str(tmp_path / "a_file" / "g.png")]) == 1
+    assert main(["--random", "--n", "2", "--size", "16", "--output", str(tmp_path / "a_file" / "g.png")]) == 1
     err = capsys.readouterr().err
     assert err == f"error: cannot write {tmp_path / 'a_file' / 'g.png'}: a part of the path is a file, not a folder\n"
     with pytest.raises(SystemExit):  # argparse: one usage line, exit 2
-        main(["--n", "100000000", "--out", str(tmp_path / "huge.png")])
+        main(["--n", "100000000", "--output", str(tmp_path / "huge.png")])
     assert "must be <= 4096" in capsys.readouterr().err
 
 
@@ -345,9 +346,9 @@ def test_to_rgb_kernel_3_round_trips_and_is_inferred(tmp_path):
 
 
 def test_every_wagi_file_writes_the_one_format_name_and_version(tmp_path):
+    import wagi.models.wagi as wagi_module
     from tests.helpers import tiny_wagi
     from wagi.editing import LevelsMapper
-    import wagi.models.wagi as wagi_module
 
     model = tiny_wagi()
     model.save(tmp_path / "model.pt")

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import random
 import subprocess
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from tests.helpers import load_script
 from wagi.data import demo_faces as df
 from wagi.wavelets import subband_mse
 
@@ -223,7 +223,7 @@ def test_map_dataset_index_is_seed():
 
 def test_writer_script_end_to_end_and_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "faces"
-    cmd = [sys.executable, str(REPO / "scripts" / "make_demo_dataset.py"), "--out", str(out), "--n", "5",
+    cmd = [sys.executable, str(REPO / "scripts" / "make_demo_dataset.py"), "--output", str(out), "--n", "5",
            "--size", "64", "--seed-offset", str(HELD_OUT + 10), "--labels"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -241,9 +241,7 @@ def test_writer_script_end_to_end_and_refuses_overwrite(tmp_path, capsys):
     # a second run without --overwrite leaves every file alone and says why (in-process: no second
     # interpreter start-up)
     (out / "000003.png").write_bytes(b"keep me")
-    spec = importlib.util.spec_from_file_location("make_demo_dataset", REPO / "scripts" / "make_demo_dataset.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("make_demo_dataset")
     assert script.main(cmd[2:-1]) == 2
     err = capsys.readouterr().err
     assert "already exist" in err and "--overwrite" in err

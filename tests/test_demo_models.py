@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import load_script
 from wagi import wavelets as wv
 from wagi.bundle import MAX_FILE_BYTES, read_manifest, verify_bundle
 from wagi.imageio import load_image
@@ -54,7 +55,7 @@ def test_bundle_matches_manifest():
     directions = [n for n, k in kinds.items() if k == "direction"]
     assert len(directions) >= 5  # the editing benchmark's shipped directions (docs/editing.md)
     total = 0
-    for name, entry in manifest.items():
+    for entry in manifest.values():
         size = (DEMO_DIR / entry["file"]).stat().st_size
         assert size == entry["bytes"] and size < MAX_FILE_BYTES
         if entry["kind"] in ("wagi", "generator"):
@@ -72,6 +73,7 @@ def test_shipped_directions_fit_the_bundled_generator():
         assert d.entry["tuning"]["seed_offset"] == 1_006_000  # never the benchmark's faces (1,003,000+)
 
 
+@pytest.mark.slow
 def test_wagi_reconstruction_quality(errors):
     # measured on the 6 examples: mse 0.0143, LL 0.053, LH1 0.0026, HL1 0.0016, HH1 0.00036
     e = errors["wagi"]
@@ -105,13 +107,9 @@ def test_fusion_is_what_recovers_the_details(errors):
 
 def test_quickstart_invert_without_arguments(tmp_path, monkeypatch):
     """README command 1: `python scripts/invert.py` inverts examples/ with the demo model, side by side."""
-    import importlib.util
-
     from wagi.imageio import find_images
 
-    spec = importlib.util.spec_from_file_location("invert_script", Path(__file__).resolve().parents[1] / "scripts" / "invert.py")
-    invert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(invert)
+    invert = load_script("invert")
     out = tmp_path / "out"
     assert invert.main(["--output", str(out), "--device", "cpu", "--no-progress"]) == 0
     n_examples = len(find_images(EXAMPLES_DIR))

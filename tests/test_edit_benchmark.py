@@ -1,5 +1,4 @@
 """Edit-fidelity benchmark: masked per-band L2, ghosting, shipped directions by name, the scripts end to end."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import load_script
 from wagi.bundle import read_manifest, verify_bundle
 from wagi.editing.benchmark import EditBenchmark, masked_band_l2, prepare_faces
 from wagi.editing.shipped import ShippedDirection, load_shipped, resolve_shipped
@@ -19,10 +19,7 @@ DEMO = ROOT / "pretrained" / "demo"
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def test_masked_band_l2_matches_subband_l2_without_mask():
@@ -79,6 +76,7 @@ def tiny_bundle(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_fit_directions_ships_named_unit_directions(tiny_bundle):
     dirs = load_shipped(tiny_bundle)
     assert set(dirs) == {"glasses", "text"}
@@ -94,7 +92,7 @@ def test_fit_directions_ships_named_unit_directions(tiny_bundle):
 
 
 def test_eval_edits_writes_tables_and_figure(tiny_bundle, tmp_path):
-    rc = _script("eval_edits").main(["--bundle", str(tiny_bundle), "--n", "4", "--device", "cpu", "--out",
+    rc = _script("eval_edits").main(["--bundle", str(tiny_bundle), "--n", "4", "--device", "cpu", "--output",
                                      str(tmp_path), "--no-progress", "--model", "wagi"])
     assert rc == 0
     data = json.loads((tmp_path / "edits.json").read_text())
@@ -108,7 +106,7 @@ def test_eval_edits_writes_tables_and_figure(tiny_bundle, tmp_path):
     assert (tmp_path / "edits_figure.png").stat().st_size > 1000
     assert "| wagi | on |" in (tmp_path / "edits.md").read_text()
     # a second run refuses to overwrite without the flag
-    assert _script("eval_edits").main(["--bundle", str(tiny_bundle), "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert _script("eval_edits").main(["--bundle", str(tiny_bundle), "--output", str(tmp_path), "--device", "cpu"]) == 2
 
 
 def test_ghosting_is_zero_for_a_perfect_removal_and_one_for_none():

@@ -111,6 +111,7 @@ def test_edit_gate_config_is_checked():
         load_config(TINY, ["fusion.edit_mode=paste"])
 
 
+@pytest.mark.slow
 def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, models):
     import json
     import subprocess
@@ -120,7 +121,7 @@ def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, mod
     models[("reuse", "null")].save(path)
     out = tmp_path / "ev"
     cmd = [sys.executable, str(ROOT / "scripts" / "eval_fusion.py"), "--model", f"tiny={path}", "--n", "3",
-           "--out", str(out), "--device", "cpu", "--no-progress"]
+           "--output", str(out), "--device", "cpu", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "fusion.json").read_text())["results"]["tiny"]

@@ -181,7 +181,7 @@ def labelled(setup):
 def test_train_boundary_from_images(setup, labelled, tmp_path, capsys):
     out = tmp_path / "bright.npy"
     rc = TRAIN.main(["--ckpt", str(setup["ckpt"]), "--images", str(labelled), "--attribute", "bright",
-                     "--out", str(out), "--device", "cpu", "--batch-size", "5"])
+                     "--output", str(out), "--device", "cpu", "--batch-size", "5"])
     err = capsys.readouterr().err
     assert rc == 1 and sum("broken.png" in line for line in err.splitlines()) == 1  # written, one input failed
     assert f"about 4 training codes in the smaller class for a {STYLE_DIM}-dim boundary" in err  # 6 a class, 70 %
@@ -200,19 +200,19 @@ def test_train_boundary_from_images(setup, labelled, tmp_path, capsys):
 
     per = tmp_path / "per.npy"
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--images", str(labelled), "--attribute", "tone=light",
-                       "--out", str(per), "--per-layer", "--method", "logistic", "--device", "cpu"]) == 1
+                       "--output", str(per), "--per-layer", "--classifier", "logistic", "--device", "cpu"]) == 1
     p = np.load(per)
     assert p.shape == (N_LATENT, STYLE_DIM)
     np.testing.assert_allclose(np.linalg.norm(p, axis=1), np.ones(N_LATENT), atol=1e-5)
     assert json.loads(per.with_suffix(".json").read_text())["positive"] == "tone == light"
     capsys.readouterr()
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--images", str(labelled), "--attribute", "bright",
-                       "--out", str(out)]) == 2  # exists, no --overwrite
+                       "--output", str(out)]) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_train_boundary_help_says_how_many_codes(capsys):
-    assert TRAIN.build_parser().parse_args(["--demo", "--attribute", "a", "--out", "b.npy"]).n == 1000
+    assert TRAIN.build_parser().parse_args(["--demo", "--attribute", "a", "--output", "b.npy"]).n == 1000
     with pytest.raises(SystemExit):
         TRAIN.build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -231,7 +231,7 @@ def test_train_boundary_from_latents_and_demo(setup, tmp_path, capsys):
     out = tmp_path / "score.npy"
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--latents", str(tmp_path / "latents.pt"), "--labels",
                        str(tmp_path / "labels.csv"), "--attribute", "score", "--chosen-ratio", "0.3",
-                       "--out", str(out)]) == 0
+                       "--output", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["n_pos"] == 12 and report["n_neg"] == 12 and report["binary_labels"] is False
     assert float(np.load(out)[0] @ normal) > 0.5  # 24 codes in 32-D: roughly the planted normal
@@ -241,21 +241,21 @@ def test_train_boundary_from_latents_and_demo(setup, tmp_path, capsys):
     per = tmp_path / "per.npy"
     assert TRAIN.main(["--generator", str(tmp_path / "g.pt"), "--latents", str(tmp_path / "latents.pt"),
                        "--labels", str(tmp_path / "labels.csv"), "--attribute", "score", "--chosen-ratio", "0.3",
-                       "--per-layer", "--out", str(per)]) == 0
+                       "--per-layer", "--output", str(per)]) == 0
     assert np.load(per).shape == (N_LATENT, STYLE_DIM)
     assert TRAIN.main(["--generator", str(tmp_path / "g.pt"), "--demo", "--attribute", "smile",
-                       "--out", str(tmp_path / "g_demo.npy")]) == 2  # images need the encoder
+                       "--output", str(tmp_path / "g_demo.npy")]) == 2  # images need the encoder
     demo = tmp_path / "demo.npy"
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--demo", "--n", "8", "--attribute", "smile",
-                       "--chosen-ratio", "0.25", "--split-ratio", "1", "--out", str(demo), "--device", "cpu"]) == 0
+                       "--chosen-ratio", "0.25", "--split-ratio", "1", "--output", str(demo), "--device", "cpu"]) == 0
     rep = json.loads(demo.with_suffix(".json").read_text())
     assert rep["n_pos"] == 2 and rep["n_neg"] == 2 and rep["val_acc"] is None and rep["source"] == "demo"
     assert abs(np.linalg.norm(np.load(demo)) - 1) < 1e-5
     capsys.readouterr()
     assert TRAIN.main(["--ckpt", str(tmp_path / "none.pt"), "--demo", "--attribute", "smile",
-                       "--out", str(tmp_path / "x.npy")]) == 2
+                       "--output", str(tmp_path / "x.npy")]) == 2
     assert TRAIN.main(["--ckpt", str(setup["ckpt"]), "--latents", str(tmp_path / "latents.pt"),
-                       "--attribute", "score", "--out", str(tmp_path / "y.npy")]) == 2  # no --labels
+                       "--attribute", "score", "--output", str(tmp_path / "y.npy")]) == 2  # no --labels
     assert "--labels" in capsys.readouterr().err
 
 

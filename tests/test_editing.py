@@ -10,13 +10,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wagi.config import load_config
-from wagi.editing import (BoundaryError, CLIPUnavailableError, EditOptions, GanspaceEdit, GlobalDirectionStats,
-                          LatentEdit, LatentFileError, LatentMapper, LevelsMapper, attribute_value, build_edit,
-                          compute_global_stats, fit_boundary, ganspace_direction, ganspace_directions,
-                          global_direction, labels_array, latent_index_of, load_boundary, load_clip, load_latents,
-                          load_mapper, modulation_weights, name_key, parse_direction, parse_layer_range,
-                          project_boundary, read_labels, render_edits, restrict_layers, save_boundary,
-                          sefa_directions, shift_latents, text_direction)
+from wagi.editing import (
+    BoundaryError,
+    CLIPUnavailableError,
+    EditOptions,
+    GanspaceEdit,
+    GlobalDirectionStats,
+    LatentEdit,
+    LatentFileError,
+    LatentMapper,
+    LevelsMapper,
+    attribute_value,
+    build_edit,
+    compute_global_stats,
+    fit_boundary,
+    ganspace_direction,
+    ganspace_directions,
+    global_direction,
+    labels_array,
+    latent_index_of,
+    load_boundary,
+    load_clip,
+    load_latents,
+    load_mapper,
+    modulation_weights,
+    name_key,
+    parse_direction,
+    parse_layer_range,
+    project_boundary,
+    read_labels,
+    render_edits,
+    restrict_layers,
+    save_boundary,
+    sefa_directions,
+    shift_latents,
+    text_direction,
+)
 from wagi.models.wagi import WaGI
 
 torch.set_num_threads(1)
@@ -339,13 +368,13 @@ def _naive_stats(decode, enc, codes, axes, scale, step):
     n_latent, k = codes.shape[1], axes.shape[0]
     out = torch.zeros(n_latent, k, 16, dtype=torch.float64)
     for code in codes:
-        for l in range(n_latent):
+        for row in range(n_latent):
             for j in range(k):
                 plus, minus = code.clone(), code.clone()
-                plus[l] += step * scale[j] * axes[j]
-                minus[l] -= step * scale[j] * axes[j]
+                plus[row] += step * scale[j] * axes[j]
+                minus[row] -= step * scale[j] * axes[j]
                 e = F.normalize(enc.encode_image(decode(torch.stack([plus, minus]))), dim=-1)
-                out[l, j] += (e[0] - e[1]).double()
+                out[row, j] += (e[0] - e[1]).double()
     return F.normalize(out / codes.shape[0], dim=-1).float()
 
 

@@ -69,7 +69,7 @@ def test_hand_computed_subbands_and_all_outputs(tmp_path, capsys):
     _dataset(tmp_path)
     out = tmp_path / "eval"
     rc = _run(tmp_path, "--method", f"hh={tmp_path / 'hh'}", "--method", f"const={tmp_path / 'const'}",
-              "--method", f"same={tmp_path / 'same'}", "--out", str(out))
+              "--method", f"same={tmp_path / 'same'}", "--output", str(out))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "LPIPS skipped" in captured.err and "ID skipped" in captured.err
@@ -112,7 +112,7 @@ def test_hand_computed_subbands_and_all_outputs(tmp_path, capsys):
 def test_two_levels_constant_offset(tmp_path):
     _dataset(tmp_path)
     out = tmp_path / "eval"
-    assert _run(tmp_path, "--method", f"const={tmp_path / 'const'}", "--levels", "2", "--out", str(out)) == 0
+    assert _run(tmp_path, "--method", f"const={tmp_path / 'const'}", "--levels", "2", "--output", str(out)) == 0
     mean = json.loads((out / "results.json").read_text())["methods"]["const"]["mean"]
     assert mean["LL"] == pytest.approx((4 * OFFSET * UNIT) ** 2, rel=1e-5)  # level-2 LL = 4x the 4x4 block mean
     assert all(mean[b] < 1e-12 for b in ("LH1", "HL1", "HH1", "LH2", "HL2", "HH2"))
@@ -125,7 +125,7 @@ def test_mismatches_reported_never_dropped(tmp_path, capsys):
     _save(_gt(9), m / "extra_one.png")  # no ground truth
     _save(_gt(1), m / "a1.bmp")  # a1.png and a1.bmp: ambiguous
     out = tmp_path / "eval"
-    rc = _run(tmp_path, "--method", f"same={m}", "--out", str(out))
+    rc = _run(tmp_path, "--method", f"same={m}", "--output", str(out))
     err = capsys.readouterr().err
     assert rc == 1
     res = json.loads((out / "results.json").read_text())["methods"]["same"]
@@ -143,7 +143,7 @@ def test_bad_corpus_each_bad_file_named(tmp_path, capsys):
     good, bad = make_corpus(str(tmp_path / "gt"))
     make_corpus(str(tmp_path / "m"))  # the same bytes: every readable pair is identical
     out = tmp_path / "eval"
-    rc = _run(tmp_path, "--method", f"m={tmp_path / 'm'}", "--out", str(out))
+    rc = _run(tmp_path, "--method", f"m={tmp_path / 'm'}", "--output", str(out))
     err = capsys.readouterr().err
     assert rc == 1
     res = json.loads((out / "results.json").read_text())
@@ -166,7 +166,7 @@ def test_ckpt_inverts_then_evaluates(tmp_path, tiny_ckpt, capsys):
     for i, name in enumerate(["p", "q", "sub/r"]):
         _save(_gt(i, 40, 48), gt / f"{name}.png")  # non-square: center-cropped for both steps
     out = tmp_path / "eval"
-    args = ["--gt", str(gt), "--ckpt", f"tiny={tiny_ckpt}", "--size", str(SIZE), "--out", str(out), "--no-progress",
+    args = ["--gt", str(gt), "--model", f"tiny={tiny_ckpt}", "--size", str(SIZE), "--output", str(out), "--no-progress",
             "--device", "cpu", "--batch-size", "2"]
     assert ev.main(args) == 0
     recon_dir = out / "recon" / "tiny"
@@ -195,13 +195,13 @@ def test_default_size_follows_the_model_then_the_ground_truth(tmp_path, tiny_ckp
         _save(_gt(i, 2 * SIZE, 2 * SIZE), gt / f"{i}.png")
     base = ["--gt", str(gt), "--no-progress", "--device", "cpu", "--batch-size", "2"]
     model_size = WaGI.load(tiny_ckpt).image_size
-    assert ev.main(base + ["--ckpt", f"tiny={tiny_ckpt}", "--out", str(tmp_path / "a")]) == 0
+    assert ev.main(base + ["--model", f"tiny={tiny_ckpt}", "--output", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a" / "results.json").read_text())["settings"]["size"] == model_size
-    assert f"evaluating at {model_size}x{model_size} (the --ckpt models' image size)" in capsys.readouterr().err
-    assert ev.main(base + ["--method", f"same={gt}", "--out", str(tmp_path / "b")]) == 0
+    assert f"evaluating at {model_size}x{model_size} (the --model checkpoints' image size)" in capsys.readouterr().err
+    assert ev.main(base + ["--method", f"same={gt}", "--output", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "results.json").read_text())["settings"]["size"] == 2 * SIZE
     _save(_gt(2, SIZE, SIZE), gt / "small.png")  # two sizes in the ground truth: the protocol's 256
-    assert ev.main(base + ["--method", f"same={gt}", "--out", str(tmp_path / "c")]) == 0
+    assert ev.main(base + ["--method", f"same={gt}", "--output", str(tmp_path / "c")]) == 0
     assert json.loads((tmp_path / "c" / "results.json").read_text())["settings"]["size"] == 256
     assert "no single square size" in capsys.readouterr().err
 
@@ -212,18 +212,19 @@ def test_usage_errors(tmp_path, capsys):
         ev.main(["--gt", str(tmp_path / "gt")])
     assert e.value.code == 2
     assert ev.main(["--gt", str(tmp_path / "nope"), "--method", f"m={tmp_path}"]) == 2
-    assert ev.main(["--gt", str(tmp_path / "gt"), "--ckpt", f"w={tmp_path / 'no.pt'}"]) == 2
+    assert ev.main(["--gt", str(tmp_path / "gt"), "--model", f"w={tmp_path / 'no.pt'}"]) == 2
     err = capsys.readouterr().err
     assert "folder not found" in err and "checkpoint not found" in err
     with pytest.raises(SystemExit):
         ev.main(["--gt", str(tmp_path / "gt"), "--method", "m", "--size", "30"])
 
 
+@pytest.mark.slow
 def test_cli_exit_status(tmp_path):
     _dataset(tmp_path)
     (tmp_path / "same" / "a0.png").unlink()
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "eval_subbands.py"), "--gt", str(tmp_path / "gt"),
-                           "--method", f"same={tmp_path / 'same'}", "--size", str(SIZE), "--out",
+                           "--method", f"same={tmp_path / 'same'}", "--size", str(SIZE), "--output",
                            str(tmp_path / "eval"), "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "missing in method): a0.png" in proc.stderr
@@ -236,7 +237,7 @@ def test_non_utf8_file_names_keep_the_report(tmp_path, capsys):
     for folder in ("gt", "same"):
         os.rename(tmp_path / folder / "a0.png", os.path.join(tmp_path, folder, odd + ".png"))
     out = tmp_path / "eval"
-    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--out", str(out)) == 0
+    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--output", str(out)) == 0
     assert "| same |" in capsys.readouterr().out
     csv_text = (out / "results.csv").read_bytes().decode("utf-8")  # valid UTF-8, the odd name escaped
     names = [row["name"] for row in csv.DictReader(csv_text.splitlines())]
@@ -257,7 +258,7 @@ def test_full_disk_prints_the_report_and_one_line(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(fileio.os, "fdopen", full)
     out = tmp_path / "eval"
-    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--out", str(out)) == 1
+    assert _run(tmp_path, "--method", f"same={tmp_path / 'same'}", "--output", str(out)) == 1
     captured = capsys.readouterr()
     assert "| same |" in captured.out  # the numbers reached the screen
     lines = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]

@@ -9,10 +9,16 @@ from PIL import Image
 
 from tests.helpers import load_script
 from wagi import figures
-from wagi.data.demo_faces import (TEST_SEED_OFFSET, render_from_attributes, sample_attributes,
-                                  write_demo_dataset)
-from wagi.figures import (FigureInputError, box_mse, crop_window, detail_boxes, fixed_boxes, grid_layout,
-                          qualitative_grid)
+from wagi.data.demo_faces import TEST_SEED_OFFSET, render_from_attributes, sample_attributes, write_demo_dataset
+from wagi.figures import (
+    FigureInputError,
+    box_mse,
+    crop_window,
+    detail_boxes,
+    fixed_boxes,
+    grid_layout,
+    qualitative_grid,
+)
 from wagi.imageio import find_images, load_image, save_image
 
 torch.set_num_threads(1)
@@ -218,7 +224,7 @@ def test_errors(data, tmp_path):
 
 def test_cli_writes_png_and_reports_errors(data, tmp_path, capsys):
     out = tmp_path / "fig.png"
-    args = ["--gt", str(data / "gt"), "--method", f"noisy={data / 'noisy'}", "--out", str(out), "--n", "2"]
+    args = ["--gt", str(data / "gt"), "--method", f"noisy={data / 'noisy'}", "--output", str(out), "--n", "2"]
     assert qg.main(args) == 0
     printed = capsys.readouterr().out
     assert "| 000000 | noisy | text " in printed
@@ -230,7 +236,7 @@ def test_cli_writes_png_and_reports_errors(data, tmp_path, capsys):
     assert qg.main(args + ["--overwrite", "--names", "000001,000005"]) == 2
     assert "000005 not in the ground-truth folder" in capsys.readouterr().err
     other = tmp_path / "other.png"
-    assert qg.main(["--gt", str(data / "gt"), "--method", f"m={tmp_path / 'none'}", "--out", str(other)]) == 2
+    assert qg.main(["--gt", str(data / "gt"), "--method", f"m={tmp_path / 'none'}", "--output", str(other)]) == 2
     assert "method m: folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         qg.main(args + ["--crops", "text,mouth"])
@@ -238,7 +244,7 @@ def test_cli_writes_png_and_reports_errors(data, tmp_path, capsys):
     assert "unknown crop name(s) 'mouth'" in capsys.readouterr().err
     target = data / "gt" / "000000.png"
     before = target.read_bytes()
-    assert qg.main(["--gt", str(data / "gt"), "--method", f"same={data / 'same'}", "--out", str(target),
+    assert qg.main(["--gt", str(data / "gt"), "--method", f"same={data / 'same'}", "--output", str(target),
                     "--names", "000000", "--overwrite"]) == 2
     assert "refusing to write onto the input image" in capsys.readouterr().err
     assert target.read_bytes() == before

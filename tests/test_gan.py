@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import load_script
 from wagi.checkpoint import export_generator, load_generator
 from wagi.config import ConfigError
 from wagi.models.swagan import Discriminator, Generator
@@ -363,11 +364,7 @@ def test_cli_names_config_errors_and_benchmarks(tmp_path, capsys):
                         "--set", "train.r1=strong"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "train.r1" in r.stderr and "Traceback" not in r.stderr
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train_generator
-    finally:
-        sys.path.pop(0)
+    train_generator = load_script("train_generator")
     rc = train_generator.main(["--config", TINY, "--set", f"experiment.out_dir={tmp_path}", "--benchmark-steps", "2",
                                "--benchmark-warmup", "1"])
     assert rc == 0
@@ -398,6 +395,7 @@ def _ddp_worker(rank, world, port, cfg_args, out_dir):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_keep_the_models_identical(tmp_path):
     args = [f"experiment.out_dir={tmp_path}", "experiment.name=ddp", "train.max_steps=3", "train.log_every=1",
             "train.save_every=3", "train.sample_every=100", "train.d_reg_every=2"]
@@ -419,6 +417,7 @@ def test_ddp_two_gloo_processes_keep_the_models_identical(tmp_path):
 # ------------------------------------------------------------------------------------------------- GPU
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_channels_last_training_runs(tmp_path):
     t = GANTrainer(_cfg(tmp_path, "experiment.device=cuda", "train.amp=bf16", "train.channels_last=true",

@@ -24,7 +24,7 @@ def test_wagi_model_file_gives_its_generator_and_latent_avg(tmp_path):
 def test_wagi_model_file_samples(tmp_path, capsys):
     tiny_wagi().save(tmp_path / "model.pt")
     out = tmp_path / "grid.png"
-    assert GEN.main(["--ckpt", str(tmp_path / "model.pt"), "--n", "4", "--out", str(out), "--device", "cpu"]) == 0
+    assert GEN.main(["--ckpt", str(tmp_path / "model.pt"), "--n", "4", "--output", str(out), "--device", "cpu"]) == 0
     assert "wagi_model format" in capsys.readouterr().out
     size = load_generator(tmp_path / "model.pt")[0].size
     with Image.open(out) as img:
@@ -43,11 +43,11 @@ def test_no_arguments_sample_the_bundled_demo_generator(tmp_path, monkeypatch, c
 def test_usage_errors_exit_2(tmp_path, capsys):
     out = tmp_path / "grid.png"
     out.write_bytes(b"x")
-    assert GEN.main(["--random", "--n", "1", "--out", str(out)]) == 2
+    assert GEN.main(["--random", "--n", "1", "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert GEN.main(["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "a.png")]) == 2
+    assert GEN.main(["--ckpt", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "a.png")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert GEN.main(["--random", "--out", str(tmp_path)]) == 2  # a folder
+    assert GEN.main(["--random", "--output", str(tmp_path)]) == 2  # a folder
     with pytest.raises(SystemExit) as exc:
         GEN.main(["--random", "--truncation", "2"])
     assert exc.value.code == 2

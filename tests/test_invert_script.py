@@ -53,7 +53,8 @@ def test_invert_folder_with_bad_corpus(tmp_path, tiny_ckpt, capsys):
     before = _snapshot(inp)
     out = tmp_path / "out"
     folder_bad = [p for p in bad if os.path.isdir(p)]  # folder scans skip folders: name it as an input
-    rc = invert.main(["--input", str(inp), *folder_bad, "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+    rc = invert.main(["--input", str(inp), *folder_bad, "--output", str(out), "--ckpt", str(tiny_ckpt),
+                      "--device", "cpu",
                       "--batch-size", "4", "--save-latents", "pt", "--side-by-side", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1
@@ -90,7 +91,8 @@ def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, t
     inp = tmp_path / "in"
     rels = _write_good(inp)
     out = tmp_path / "out"
-    args = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy", "--no-progress"]
+    args = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+            "--save-latents", "npy", "--no-progress"]
     assert invert.main(args) == 0
     first = out / "a.png"
     first.write_bytes(b"stale")  # a damaged earlier output
@@ -110,7 +112,8 @@ def test_existing_outputs_skipped_then_replaced_and_inputs_protected(tmp_path, t
 
     # Writing into the input folder: a .png input would be its own output; refused even with --overwrite.
     before = _snapshot(inp)
-    rc = invert.main(["--input", str(inp), "--output", str(inp), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--overwrite", "--no-progress"])
+    rc = invert.main(["--input", str(inp), "--output", str(inp), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+                      "--overwrite", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1
     assert all(_digest(p) == before[p][0] and p.stat().st_mtime_ns == before[p][1] for p in before)
@@ -122,7 +125,8 @@ def test_latent_bundle_matches_direct_inversion(tmp_path, tiny_ckpt, model, caps
     inp = tmp_path / "in"
     rels = _write_good(inp)
     out = tmp_path / "out"
-    rc = invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy",
+    rc = invert.main(["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+                      "--save-latents", "npy",
                       "--latents-bundle", "--batch-size", "2", "--no-progress"])
     assert rc == 0
     with np.load(out / "latents.npz", allow_pickle=False) as bundle:
@@ -137,14 +141,16 @@ def test_latent_bundle_matches_direct_inversion(tmp_path, tiny_ckpt, model, caps
     expected = ((recon[2].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
     assert np.abs(saved - expected).max() <= 0.5 + 1e-3  # the file is the reconstruction, rounded to 8 bit
     # An existing bundle stops a second run before any work, unless --overwrite.
-    again = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--save-latents", "npy",
+    again = ["--input", str(inp), "--output", str(out), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+             "--save-latents", "npy",
              "--latents-bundle", "--no-progress"]
     bundle_bytes = (out / "latents.npz").read_bytes()
     assert invert.main(again) == 2
     assert "latents.npz: latent bundle exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "latents.npz").read_bytes() == bundle_bytes
     assert invert.main(again + ["--overwrite"]) == 0
-    assert invert.main(["--input", str(inp), "--output", str(tmp_path / "o2"), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+    assert invert.main(["--input", str(inp), "--output", str(tmp_path / "o2"), "--ckpt", str(tiny_ckpt),
+                        "--device", "cpu",
                         "--save-latents", "pt", "--latents-bundle", "--no-progress"]) == 0
     bundle_pt = torch.load(tmp_path / "o2" / "latents.pt", weights_only=True)
     names_pt, w_pt = bundle_pt["names"], bundle_pt["w_plus"]
@@ -170,17 +176,20 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_no_images_exit_2(tmp_path, tiny_ckpt, capsys):
     (tmp_path / "empty").mkdir()
-    assert invert.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--ckpt", str(tiny_ckpt), "--device", "cpu"]) == 2
+    assert invert.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o"), "--ckpt", str(tiny_ckpt),
+                        "--device", "cpu"]) == 2
     assert "holds no image files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_exit_status(tmp_path, tiny_ckpt):
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(inp / "ok.png")
     (inp / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "invert.py"), "--input", str(inp),
-                           "--output", str(tmp_path / "out"), "--ckpt", str(tiny_ckpt), "--device", "cpu", "--threads", "1"],
+                           "--output", str(tmp_path / "out"), "--ckpt", str(tiny_ckpt), "--device", "cpu",
+                           "--threads", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "done 1, failed 1, skipped (output exists) 0" in proc.stdout
@@ -228,6 +237,7 @@ def test_full_disk_for_the_latents_bundle_is_one_line(tmp_path, tiny_ckpt, capsy
     assert len(list(out.rglob("*.png"))) == 3 and not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_non_utf8_paths_print_escaped(tmp_path, tiny_ckpt):
     import subprocess
     import sys

@@ -3,8 +3,8 @@ import os
 import pickle
 import subprocess
 import sys
-import zlib
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-sys.path.insert(0, os.path.dirname(__file__))
-from badfiles import EXIF_ORIENTATION_TAG, IS_ROOT, ROTATE_90_CW, make_corpus, png_bytes, rgb16_png_bytes  # noqa: E402
-
-from wagi import imageio  # noqa: E402
-from wagi.imageio import (  # noqa: E402
+from tests.badfiles import EXIF_ORIENTATION_TAG, IS_ROOT, ROTATE_90_CW, make_corpus, png_bytes, rgb16_png_bytes
+from wagi import imageio
+from wagi.imageio import (
     ImageFolderDataset,
     ImageItem,
     ImageLoadError,
@@ -435,8 +433,8 @@ def test_extreme_aspect_is_refused_from_the_header(tmp_path, monkeypatch):
     decoded = []
     monkeypatch.setattr(imageio.Image.Image, "load", lambda self: decoded.append(self) or None)
     for path, dims, ratio in ((str(banner), "8000000x8", "1e+06:1"), (pole, "8x100000", "1.25e+04:1")):
-        for call in (lambda: load_image(path, 128), lambda: check_image(path),
-                     lambda: load_image(path, None, max_pixels=None)):
+        for call in (lambda path=path: load_image(path, 128), lambda path=path: check_image(path),
+                     lambda path=path: load_image(path, None, max_pixels=None)):
             with pytest.raises(ImageLoadError) as info:
                 call()
             assert str(info.value) == (f"{path}: cannot read image: image too elongated: {dims} px, aspect ratio "
@@ -531,6 +529,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="ru_maxrss is in KiB on Linux only")
+@pytest.mark.slow
 def test_peak_memory_of_a_large_rgba_image_is_bounded(tmp_path):
     small = save_pil(Image.new("RGBA", (64, 64)), tmp_path / "small.png")
     big = _flat_png(tmp_path / "big.png", 4000, 4000, colour_type=6, value=128)  # 64 MB of RGBA pixels, 70 KB file

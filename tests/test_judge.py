@@ -4,11 +4,26 @@ import pytest
 import torch
 
 from tests.helpers import load_script
-from wagi.data.demo_faces import (BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, TRAIN_SEED_END, face_tensor,
-                                  render_from_attributes, sample_attributes)
+from wagi.data.demo_faces import (
+    BINARY_ATTRIBUTES,
+    CATEGORICAL_ATTRIBUTES,
+    TRAIN_SEED_END,
+    face_tensor,
+    render_from_attributes,
+    sample_attributes,
+)
 from wagi.metrics import feature_statistics, frechet_distance
-from wagi.models.judge import (FEATURE_DIM, JUDGE_TEST_SEED_OFFSET, JUDGE_TRAIN_SEED_OFFSET, AttributeJudge,
-                               JudgeCheckpointError, label_tensors, labels_from_attributes, load_judge, save_judge)
+from wagi.models.judge import (
+    FEATURE_DIM,
+    JUDGE_TEST_SEED_OFFSET,
+    JUDGE_TRAIN_SEED_OFFSET,
+    AttributeJudge,
+    JudgeCheckpointError,
+    label_tensors,
+    labels_from_attributes,
+    load_judge,
+    save_judge,
+)
 
 TINY = {"channels": (8, 8, 16, 16, 32), "convs": (1, 1, 1, 1, 1)}
 
@@ -184,7 +199,7 @@ def test_render_faces_matches_the_dataset(train_judge):
 def test_script_refuses_existing_output(train_judge, tmp_path, capsys):
     out = tmp_path / "judge.pt"
     out.write_bytes(b"x")
-    assert train_judge.main(["--out", str(out), "--device", "cpu", "--n", "4"]) == 2
+    assert train_judge.main(["--output", str(out), "--device", "cpu", "--n", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert train_judge.main(["--eval-only", str(tmp_path / "nope.pt"), "--device", "cpu"]) == 2
     assert "not found" in capsys.readouterr().err

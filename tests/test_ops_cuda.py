@@ -13,7 +13,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import wagi.ops as ops
 from wagi.ops import _plugin
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 DEVICE = "cuda"
 # (atol, rtol) against a float64 reference; the kernels accumulate in float, so only the output rounding

@@ -1,10 +1,11 @@
-"""The kill -9 soak test (scripts/soak.py), a short version: slow, run with ``pytest --run-slow``."""
+"""The kill -9 soak test (scripts/soak.py), a short version: minutes, run with ``pytest --run-soak``."""
 import pytest
 
 from tests.helpers import ROOT
 from wagi.training.soak import soak
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_soak_kills_leave_no_corrupt_checkpoint_and_resume_exactly(tmp_path):
     report = soak(str(ROOT / "configs" / "tiny_test.yaml"), tmp_path, kills=4, seed=1, max_delay_s=5.0,

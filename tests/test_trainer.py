@@ -219,6 +219,7 @@ def _ddp_worker(rank, world, port, cfg_args, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_with_double_batch(tmp_path):
     """Fusion stage (no BatchNorm in the trained modules): 2 gloo processes x batch 2 == 1 process x batch 4."""
     enc = Trainer(_cfg(tmp_path, "experiment.name=enc", "train.max_steps=1", "train.save_every=1",

@@ -195,7 +195,7 @@ def test_a_foreign_encoder_checkpoint_is_one_line(tmp_path, capsys):
 def test_export_to_an_unwritable_path_is_one_line(tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "a_file" / "g.pt"
-    rc = load_script("train_generator").main(["--export", str(out), "--checkpoint",
+    rc = load_script("train_generator").main(["--export", str(out), "--ckpt",
                                               str(ROOT / "pretrained" / "demo" / "swagan128.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: cannot write {out}: a part of the path is a file, not a folder\n"

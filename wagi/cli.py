@@ -14,6 +14,7 @@ the one handler that :func:`setup_logging` installs.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import signal
@@ -146,13 +147,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each option's default, except where it says nothing (None, False, an empty list)."""
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every script's ``--help``: the description and epilog keep their line breaks (usage examples), and each
+    option shows its default, except where the default says nothing (None, False, an empty list) or the help
+    text already states it ("(default ...")."""
+
+    @staticmethod
+    def _says_nothing(default) -> bool:
+        return default is None or default is False or default == [] or default is argparse.SUPPRESS
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default == [] or "%(default)" in (action.help or ""):
-            return action.help or ""
+        text = action.help or ""
+        if self._says_nothing(action.default) or "(default" in text:
+            return text
         return super()._get_help_string(action)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and not self._says_nothing(action.default):
+            action = copy.copy(action)  # an option without help text still shows its default
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 MAX_BATCH = 4096  # images per model call; also the config bound (wagi.config.MAX_BATCH)

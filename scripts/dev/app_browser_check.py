@@ -9,14 +9,14 @@ edited image in the page (the edit round trip a user sees), and their median. Ne
 Debian's chromium + chromium-driver.
 """
 import argparse
-import os
+import runpy
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+runpy.run_path(str(Path(__file__).resolve().parents[1] / "_require_wagi.py"))  # one line, exit 2 without wagi
 
 from wagi.app import AppEngine, build_app, bundled_models, example_images, launch  # noqa: E402
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             actions.perform()
             t0 = time.perf_counter()
             ActionChains(driver).release().perform()
-            wait.until(lambda d: edited_src(d) != before)
+            wait.until(lambda d, before=before: edited_src(d) != before)
             times.append(time.perf_counter() - t0)
             print(f"move {k}: {times[-1]:.3f} s", flush=True)
             time.sleep(0.5)  # let the follow-up step (sub-bands, downloads) finish before the next move

@@ -2,18 +2,21 @@
 
     python scripts/dev/check_swagan_tf_golden.py /tmp/swagan_golden
 
-The folder is what ``scripts/dev/make_swagan_tf_golden.py --out`` wrote (any resolutions); this side
+The folder is what ``scripts/dev/make_swagan_tf_golden.py --output`` wrote (any resolutions); this side
 needs WaGI only, no TensorFlow. Prints one line per resolution: the max abs error of the mapped W and
 of the images for psi 1, psi 0.5 (the official default) and a given W+, all with the stored noise.
 """
 import argparse
 import re
+import runpy
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from wagi.swagan_tf import compare_with_golden, convert_generator, read_official_pickle
+runpy.run_path(str(Path(__file__).resolve().parents[1] / "_require_wagi.py"))  # one line, exit 2 without wagi
+
+from wagi.swagan_tf import compare_with_golden, convert_generator, read_official_pickle  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ separate environment with ``tensorflow-cpu`` (any 2.x: the official TF1 code run
 
     python3 -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu numpy
     /tmp/tfvenv/bin/python scripts/dev/make_swagan_tf_golden.py --swagan-src /path/to/swagan \
-        --out tests/data/swagan_tf
+        --output tests/data/swagan_tf
 
 For each resolution it builds the official ``G_main`` / ``G_synthesis_wavelets`` generator
 (``architecture='wavelets'``) and a ``D_stylegan2_wavelets`` discriminator at a small width, fills every
@@ -33,6 +33,7 @@ points are pointed at them, so no plugin is compiled. Seeds are fixed; TF's floa
 differ in the last bits between versions, far below the 1e-3 tolerance of the comparison.
 """
 import argparse
+import importlib.util
 import os
 import pickle
 import sys
@@ -55,6 +56,16 @@ FFHQ_WIDTH = dict(latent=512, mapping_layers=8, fmap_base=16 << 10, fmap_max=512
 TRAP_SOURCE = "raise RuntimeError('stored build_module_src was executed')\n"
 
 
+def _import_package(name: str, folder: Path) -> None:
+    """Import the package in ``folder`` as ``name``; its submodules then import through it (``dnnlib.tflib``,
+    ``training.networks_stylegan2`` named by the networks' ``func_name``) without an edit of ``sys.path``."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
 def import_official(src: Path):
     """Import the official dnnlib and networks with TF1 names served by ``tf.compat.v1``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -66,7 +77,8 @@ def import_official(src: Path):
     tf1.contrib = contrib
     sys.modules["tensorflow"] = tf1
     sys.modules["tensorflow.contrib"] = contrib
-    sys.path.insert(0, str(src))
+    for package in ("dnnlib", "training"):  # the official packages, imported from the checkout by location
+        _import_package(package, src / package)
     import dnnlib.tflib as tflib
     from dnnlib.tflib.ops import fused_bias_act, upfirdn_2d
 
@@ -127,7 +139,7 @@ def all_networks(*nets):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--swagan-src", type=Path, required=True, help="checkout of rinongal/swagan")
-    ap.add_argument("--out", type=Path, default=Path("tests/data/swagan_tf"))
+    ap.add_argument("--output", type=Path, default=Path("tests/data/swagan_tf"))
     ap.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS))
     ap.add_argument("--ffhq-width", action="store_true",
                     help="the FFHQ model's widths (Z/W 512, 8 mapping layers, fmap_base 16384, fmap_max 512) "
@@ -137,7 +149,7 @@ def main(argv=None):
                                                      fmap_base=FMAP_BASE, fmap_max=FMAP_MAX)
 
     tflib = import_official(args.swagan_src)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     for i, res in enumerate(args.resolutions):
         rng = np.random.default_rng(1000 + res)
         G, D, Gs = build(tflib, res, width)
@@ -154,13 +166,13 @@ def main(argv=None):
         golden["wplus"] = rng.normal(size=(batch, n_rows, width["latent"])).astype(np.float32)
         golden["images_wplus"] = Gs.components.synthesis.run(golden["wplus"], randomize_noise=False)
         assert all(np.isfinite(v).all() for v in golden.values())
-        np.savez_compressed(args.out / f"swagan_r{res}_golden.npz", **golden)
-        with open(args.out / f"swagan_r{res}.pkl", "wb") as f:
+        np.savez_compressed(args.output / f"swagan_r{res}_golden.npz", **golden)
+        with open(args.output / f"swagan_r{res}.pkl", "wb") as f:
             pickle.dump((G, D, Gs), f, protocol=OFFICIAL_PROTOCOL)
         if i == 0:
             for net in all_networks(G, D, Gs):
                 net._build_module_src = TRAP_SOURCE
-            with open(args.out / f"swagan_r{res}_trap.pkl", "wb") as f:
+            with open(args.output / f"swagan_r{res}_trap.pkl", "wb") as f:
                 pickle.dump((G, D, Gs), f, protocol=OFFICIAL_PROTOCOL)
         img = golden["images_psi100"]
         print(f"{res}: images {img.shape} range [{img.min():.3f}, {img.max():.3f}] std {img.std():.3f}")
