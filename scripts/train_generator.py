@@ -33,8 +33,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _export(args, cfg) -> int:
-    from wagi.checkpoint import CheckpointError
-    from wagi.checkpoint import export_generator
+    from wagi.checkpoint import CheckpointError, export_generator
     from wagi.training.common import CHECKPOINT_DIR, LATEST
 
     src = args.ckpt

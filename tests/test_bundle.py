@@ -8,10 +8,9 @@ import torch
 import wagi.bundle as B
 from tests.helpers import TINY_CONFIG, load_script, tiny_wagi
 from wagi.bundle import BundleError, BundleItem, bundle, last_val_record, read_manifest, verify_bundle
-from wagi.checkpoint import load_generator, save_generator
+from wagi.checkpoint import export_generator, load_generator, save_generator
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
-from wagi.checkpoint import export_generator
 
 torch.set_num_threads(1)
 

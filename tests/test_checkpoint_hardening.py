@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, load_script, tiny_wagi
-from wagi.checkpoint import (INTEGRITY_KEY, CheckpointError, load_checkpoint, load_generator, payload_digest,
-                             save_checkpoint, save_generator)
+from wagi.checkpoint import (
+    INTEGRITY_KEY,
+    CheckpointError,
+    load_checkpoint,
+    load_generator,
+    payload_digest,
+    save_checkpoint,
+    save_generator,
+)
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
 

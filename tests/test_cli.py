@@ -66,7 +66,8 @@ def test_library_modules_take_no_private_names_and_print_nothing():
         modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-                private += [f"{rel}: {a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                private += [f"{rel}: {a.name}" for a in node.names
+                            if a.name.startswith("_") and a.name != "__version__"]
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                     and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__"):
                 private.append(f"{rel}: {node.value.id}.{node.attr}")

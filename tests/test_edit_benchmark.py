@@ -153,6 +153,14 @@ def test_fd_judge_script_compares_generators(tmp_path):
                      "--generator", f"g={DEMO / 'swagan128.pt'}", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["fd_judge"]["g"] > 0 and res["n"] == 16
+    # pixel statistics: real demo faces never leave [-1, 1]; the generator's values are counted before the clamp
+    assert res["pixels"]["real"]["out_of_range"] == 0.0 and all(0.2 < s < 0.8 for s in res["pixels"]["real"]["std"])
+    assert 0.0 <= res["pixels"]["g"]["out_of_range"] < 1.0 and len(res["pixels"]["g"]["std"]) == 3
+    stats = mod.PixelStats()
+    stats.add(torch.tensor([[[[0.5, -1.5]], [[0.0, 0.0]], [[1.0, 3.0]]]]))  # (1, 3, 1, 2)
+    summary = stats.summary()
+    assert summary["mean"] == [-0.5, 0.0, 2.0] and summary["std"] == [1.0, 0.0, 1.0]
+    assert summary["out_of_range"] == pytest.approx(2 / 6, abs=1e-5)
     # the same features on both sides give a distance of (numerically) zero
     real = mod.real_features(AttributeJudge(channels=(8, 16), convs=(1, 1)).eval(), 12, 6, torch.device("cpu"),
                              progress=False)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from tests.badfiles import make_corpus
 from tests.helpers import ROOT, load_script
-from wagi.imageio import find_images, load_image
 from wagi.evaluation import index_by_key
+from wagi.imageio import find_images, load_image
 from wagi.models.wagi import WaGI
 from wagi.wavelets import dwt, idwt, merge_bands, split_bands
 

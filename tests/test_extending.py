@@ -17,8 +17,8 @@ from wagi.losses import LOSS_TERMS, register_loss_term
 from wagi.models.backbones import BACKBONES, BackboneFeatures, register_backbone
 from wagi.models.encoders import ENCODER_HEADS, register_head
 from wagi.models.fusion import FUSIONS, WAVELET_CORRECTIONS, Fusion
-from wagi.tensors import resize
 from wagi.models.wagi import WaGI
+from wagi.tensors import resize
 from wagi.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

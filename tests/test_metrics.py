@@ -5,13 +5,24 @@ import pytest
 import torch
 import torch.nn as nn
 
+from wagi.evaluation import index_by_key, match_items
 from wagi.imageio import ImageItem
 from wagi.losses import IDLoss
-from wagi.evaluation import index_by_key, match_items
-from wagi.metrics import (METRICS, PerceptualMetrics, band_keys, band_shares, compute_metrics, gaussian_window, mse,
-                          psnr, register_metric, ssim, subband_l2)
+from wagi.metrics import (
+    METRICS,
+    PerceptualMetrics,
+    band_keys,
+    band_shares,
+    compute_metrics,
+    gaussian_window,
+    mse,
+    psnr,
+    register_metric,
+    ssim,
+    subband_l2,
+)
 from wagi.reports import fmt
-from wagi.wavelets import dwt, idwt, split_bands, merge_bands
+from wagi.wavelets import dwt, idwt, merge_bands, split_bands
 
 torch.set_num_threads(1)
 

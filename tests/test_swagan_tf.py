@@ -279,8 +279,8 @@ def official_ffhq_network(resolution=1024, fmap_base=16 << 10, fmap_max=512, lat
 
 @pytest.mark.parametrize("name", ["wagi_ffhq1024_encoder", "wagi_ffhq1024"])
 def test_paper_configs_describe_the_converted_ffhq_generator(name):
-    from wagi.config import load_config
     from wagi.builders import check_generator_config
+    from wagi.config import load_config
 
     generator, latent_avg, info = st.convert_generator(official_ffhq_network())
     kw = info["generator_kwargs"]

@@ -18,8 +18,8 @@ import wagi.training.gan_config
 from tests.helpers import load_script
 from wagi.checkpoint import save_generator
 from wagi.config import load_config
-from wagi.demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from wagi.data.demo_faces import DemoFaceDataset
+from wagi.demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
 from wagi.training import Trainer

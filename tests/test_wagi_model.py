@@ -96,9 +96,9 @@ def test_load_rejects_foreign_files(tmp_path):
 
 
 def test_computed_latent_avg_is_seeded_locally_and_leaves_the_global_rng_alone():
+    from tests.helpers import TINY_CONFIG
     from wagi.checkpoint import LATENT_AVG_SAMPLES
     from wagi.config import load_config
-    from tests.helpers import TINY_CONFIG
 
     cfg = load_config(TINY_CONFIG, ["experiment.seed=7"])
     torch.manual_seed(0)

@@ -90,7 +90,7 @@ class InversionCache:
 
     def __init__(self, capacity: int = CACHED_INVERSIONS):
         self.capacity = capacity
-        self._items: "OrderedDict[tuple, Inversion]" = OrderedDict()
+        self._items: OrderedDict[tuple, Inversion] = OrderedDict()
         self.session_id = uuid.uuid4().hex  # names this session's download folder
         self.last_edit: Optional[Tuple[Inversion, torch.Tensor, torch.Tensor]] = None  # (inversion, image, w+)
 
@@ -166,8 +166,8 @@ def _per_entry(direction: torch.Tensor, n_latent: int) -> torch.Tensor:
 class AppEngine:
     """Models, directions, inversion and edits of the page (see the module docstring)."""
 
-    def __init__(self, models: Dict[str, Path], bundle_dir: PathLike = DEMO_BUNDLE, download_dir: Optional[PathLike] = None,
-                 n_sefa: int = N_SEFA):
+    def __init__(self, models: Dict[str, Path], bundle_dir: PathLike = DEMO_BUNDLE,
+                 download_dir: Optional[PathLike] = None, n_sefa: int = N_SEFA):
         if not models:
             raise ValueError("no WaGI model to serve: pass --ckpt or restore pretrained/demo")
         import tempfile

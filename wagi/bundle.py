@@ -36,8 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .checkpoint import (FORMAT_NAME, CheckpointError, export_generator, load_checkpoint, load_generator,
-                         save_checkpoint)
+from .checkpoint import FORMAT_NAME, CheckpointError, export_generator, load_checkpoint, load_generator, save_checkpoint
 from .fileio import atomic_write
 
 PathLike = Union[str, os.PathLike]
@@ -179,10 +178,10 @@ def last_val_record(path: PathLike, max_step: Optional[int] = None) -> Optional[
 
 
 def half_state_dict(sd: Mapping[str, torch.Tensor], where: str,
-                    keep_fp32: frozenset = FP32_KEYS) -> "OrderedDict[str, torch.Tensor]":
+                    keep_fp32: frozenset = FP32_KEYS) -> OrderedDict[str, torch.Tensor]:
     """Floating tensors → fp16 (except ``keep_fp32`` keys); other dtypes unchanged. Raises
     :class:`BundleError` when a value does not fit the fp16 range."""
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, v in sd.items():
         v = v.detach().cpu()
         if v.is_floating_point() and k not in keep_fp32:
@@ -449,6 +448,7 @@ def verify_bundle(out_dir: PathLike) -> Tuple[List[str], int]:
 
 __all__ = [
     "BundleError", "BundleItem", "bundle", "verify_bundle", "read_manifest", "parse_named_path", "check_name",
-    "sha256_file", "last_val_record", "write_manifest", "file_entry", "run_metrics_file", "half_state_dict", "wagi_fp16_checkpoint",
+    "sha256_file", "last_val_record", "write_manifest", "file_entry", "run_metrics_file", "half_state_dict",
+    "wagi_fp16_checkpoint",
     "MANIFEST_NAME", "MAX_FILE_BYTES", "FP32_KEYS",
 ]

@@ -261,7 +261,8 @@ def infer_generator_kwargs(sd: Mapping[str, torch.Tensor], size: Optional[int] =
                            channel_multiplier: Optional[int] = None) -> Dict[str, Any]:
     """Generator kwargs read from the shapes of a SWAGAN state_dict (``lr_mlp`` / ``blur_kernel``: defaults).
 
-    ``to_rgb_kernel`` is read from ``to_rgb1.conv.weight`` and listed only when it is not 1. The channel table becomes ``channel_multiplier`` when it matches rosinality's table (given or
+    ``to_rgb_kernel`` is read from ``to_rgb1.conv.weight`` and listed only when it is not 1. The channel
+    table becomes ``channel_multiplier`` when it matches rosinality's table (given or
     inferred multiplier), an explicit ``channels`` dict otherwise. ``size`` / ``channel_multiplier``
     given by the caller are checked against the shapes.
     """

@@ -488,7 +488,8 @@ def check_run_location(experiment: Any, cache_file: Optional[str]) -> None:
         if "\0" in cache_file or not cache_file.strip():
             raise ConfigError("data.cache_file", f"must be a file path, got {shown(cache_file)}")
         if os.path.isdir(os.path.expanduser(cache_file)):
-            raise ConfigError("data.cache_file", f"{cache_file} is a folder; give a file path (e.g. {cache_file}/images.pt)")
+            raise ConfigError("data.cache_file",
+                              f"{cache_file} is a folder; give a file path (e.g. {cache_file}/images.pt)")
 
 
 def _check_consistency(cfg: WaGIConfig) -> None:

@@ -39,10 +39,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wagi.data.demo_faces import (BEAD_RADIUS, EARRING_RADIUS, LABELS_FILE, REFERENCE_SIZE, TEST_SEED_OFFSET,
-                                  face_tensor, neckline_y, render_from_attributes, sample_attributes, text_unit_box)
-from wagi.imageio import InputNotFoundError, ImageItem, find_images, load_image
+from wagi.data.demo_faces import (
+    BEAD_RADIUS,
+    EARRING_RADIUS,
+    LABELS_FILE,
+    REFERENCE_SIZE,
+    TEST_SEED_OFFSET,
+    face_tensor,
+    neckline_y,
+    render_from_attributes,
+    sample_attributes,
+    text_unit_box,
+)
 from wagi.evaluation import index_by_key, pair_key
+from wagi.imageio import ImageItem, InputNotFoundError, find_images, load_image
 
 logger = logging.getLogger(__name__)
 

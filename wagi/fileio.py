@@ -102,7 +102,7 @@ def temp_path(path: PathLike) -> Path:
     return path.parent / f".{path.name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.tmp"
 
 
-TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{%d}\.tmp$" % (2 * TEMP_TOKEN_BYTES))  # exactly what temp_path makes
+TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{2 * TEMP_TOKEN_BYTES}}}\.tmp$")  # exactly what temp_path makes
 STALE_TEMP_AGE_S = 15 * 60  # unchanged this long, a temporary file's writer is gone (a write streams without pause)
 
 
@@ -151,7 +151,7 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self._fd: Optional[int] = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: the file alone marks the folder
@@ -184,7 +184,7 @@ class RunLock:
             os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race a new holder)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
@@ -217,8 +217,8 @@ def atomic_write(path: PathLike, content: Content, overwrite: bool = True, durab
     """Write ``content`` to ``path`` atomically (see the module docstring); creates missing parent folders.
 
     Args:
-        content: ``bytes``, ``str`` (written as UTF-8, :func:`encode_text`), or a function that writes into the binary file
-            object it is given (``lambda f: torch.save(obj, f)``).
+        content: ``bytes``, ``str`` (written as UTF-8, :func:`encode_text`), or a function that writes into the
+            binary file object it is given (``lambda f: torch.save(obj, f)``).
         overwrite: replace an existing ``path``; ``False`` raises ``FileExistsError`` (one line) instead.
         durable: ``fsync`` the file and its folder, so the new file survives a power cut; ``False`` for
             bulk data that is cheap to regenerate.

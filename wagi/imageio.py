@@ -397,7 +397,8 @@ def _limit_from_env(name: str, default: int) -> int:
 
 
 def image_limits(max_pixels: Union[int, None, _FromEnvironment] = FROM_ENV,
-                 max_aspect: Union[int, float, None, _FromEnvironment] = FROM_ENV) -> Tuple[Optional[int], Optional[float]]:
+                 max_aspect: Union[int, float, None, _FromEnvironment] = FROM_ENV,
+                 ) -> Tuple[Optional[int], Optional[float]]:
     """The decoded-size limits in force: explicit values as given (``None``: no limit), ``FROM_ENV``
     from ``WAGI_MAX_IMAGE_PIXELS`` / ``WAGI_MAX_IMAGE_ASPECT`` when set, else ``MAX_PIXELS`` /
     ``MAX_ASPECT``. Raises ``ValueError`` (one line) for an environment value that is not a positive integer."""
@@ -794,7 +795,8 @@ class ImageFolderDataset(Dataset):
             self.items.append(item)
         if self.skipped:
             listing = "; ".join(f"{it.path} ({reason})" for it, reason in self.skipped)
-            warnings.warn(f"ImageFolderDataset: skipped {len(self.skipped)} unreadable file(s): {listing}")
+            warnings.warn(f"ImageFolderDataset: skipped {len(self.skipped)} unreadable file(s): {listing}",
+                          stacklevel=2)
         if not self.items:
             raise InputNotFoundError(f"ImageFolderDataset: no readable image among {len(items)} file(s)")
         self._warned: Set[str] = set()
@@ -811,7 +813,7 @@ class ImageFolderDataset(Dataset):
             except ImageLoadError as err:
                 if item.path not in self._warned:
                     self._warned.add(item.path)
-                    warnings.warn(f"{err}; using the next image instead")
+                    warnings.warn(f"{err}; using the next image instead", stacklevel=2)
                 continue
             return x
         raise ImageLoadError(self.items[index % n].path, "no image of the dataset can be read any more")

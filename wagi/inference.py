@@ -42,8 +42,19 @@ from tqdm import tqdm
 
 from wagi.checkpoint import save_checkpoint
 from wagi.fileio import atomic_write, remove_stale_temps
-from wagi.imageio import (ImageIOError, ImageItem, LoadReport, OutputExistsError, POLICIES, ProtectedPaths, as_item,
-                          iter_batches, mark_output_folder, save_image, save_strip)
+from wagi.imageio import (
+    POLICIES,
+    ImageIOError,
+    ImageItem,
+    LoadReport,
+    OutputExistsError,
+    ProtectedPaths,
+    as_item,
+    iter_batches,
+    mark_output_folder,
+    save_image,
+    save_strip,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -165,7 +165,8 @@ def _wavelet_options(lc) -> Dict[str, Any]:
 class WaveletLoss(nn.Module):
     r"""Weighted squared error of Haar sub-bands: the wavelet loss of WaGI.
 
-    ``L_wav = sum_{j=1..levels} level_weights[j-1] * sum_{b in band_weights} band_weights[b] * R((W_b^j x_hat - W_b^j x)^2)``
+    ``L_wav = sum_{j=1..levels} level_weights[j-1] *
+    sum_{b in band_weights} band_weights[b] * R((W_b^j x_hat - W_b^j x)^2)``
 
     where ``W_b^j`` is sub-band ``b`` (LH, HL, HH) of level ``j`` (1 = finest) of
     :func:`wagi.wavelets.dwt_multilevel`, and ``R`` is the mean over all ``N*C*h*w`` coefficients of
@@ -214,7 +215,8 @@ class WaveletLoss(nn.Module):
             level_weights = [1.0] * levels
         level_weights = [float(v) for v in level_weights]
         if len(level_weights) != levels:
-            raise ValueError(f"WaveletLoss level_weights needs {levels} entries (finest first), got {len(level_weights)}")
+            raise ValueError(f"WaveletLoss level_weights needs {levels} entries (finest first), "
+                             f"got {len(level_weights)}")
         if any(not math.isfinite(v) or v < 0 for v in level_weights):
             raise ValueError(f"WaveletLoss level_weights must be finite and >= 0, got {level_weights}")
         if reduction not in REDUCTIONS:
@@ -421,7 +423,7 @@ class LPIPSLoss(nn.Module):
         self.weights_path = path
         self.resize_to = resize_to
 
-    def train(self, mode: bool = True) -> "LPIPSLoss":
+    def train(self, mode: bool = True) -> LPIPSLoss:
         super().train(mode)
         self.model.eval()  # a frozen metric: dropout in lpips' linear layers must stay off
         return self
@@ -485,7 +487,7 @@ class IDLoss(nn.Module):
         self.backbone = _freeze(backbone)
         self.weights_path = None if weights_path is None else os.fspath(weights_path)
 
-    def train(self, mode: bool = True) -> "IDLoss":
+    def train(self, mode: bool = True) -> IDLoss:
         super().train(mode)
         self.backbone.eval()  # BatchNorm statistics and dropout of the frozen ArcFace must not change
         return self
@@ -543,7 +545,8 @@ class WNormLoss(nn.Module):
             if latent_avg is None:
                 raise ValueError("WNormLoss(start_from_latent_avg=True) needs latent_avg")
             if latent_avg.shape[-1] != w.shape[-1] or latent_avg.dim() > 3:
-                raise ValueError(f"WNormLoss latent_avg of shape {tuple(latent_avg.shape)} does not fit w {tuple(w.shape)}")
+                raise ValueError(f"WNormLoss latent_avg of shape {tuple(latent_avg.shape)} "
+                                 f"does not fit w {tuple(w.shape)}")
             w = w - latent_avg
         return torch.linalg.vector_norm(w, ord=2, dim=(1, 2)).mean()
 
@@ -628,7 +631,7 @@ class InversionCriterion(nn.Module):
         self.terms = nn.ModuleDict({t: LOSS_TERMS[t](**opts[t]) for t in LOSS_TERMS if self.lambdas[t] > 0})
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> "InversionCriterion":
+    def from_config(cls, cfg: Mapping) -> InversionCriterion:
         """Build from a plain dict: ``{'lambdas': {...}, 'wavelet': {...}, 'lpips': {...}, 'id': {...}, ...}``."""
         valid = list(_CRITERION_KEYS) + list(LOSS_TERMS)
         unknown = [k for k in cfg if k not in valid]

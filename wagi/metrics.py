@@ -192,7 +192,7 @@ class PerceptualMetrics(nn.Module):
 
     @classmethod
     def from_weights(cls, lpips_weights: Optional[PathLike] = None, id_weights: Optional[PathLike] = None,
-                     lpips_net: str = "alex", default_id_weights: Optional[PathLike] = None) -> "PerceptualMetrics":
+                     lpips_net: str = "alex", default_id_weights: Optional[PathLike] = None) -> PerceptualMetrics:
         """Build what the weights allow. A path given explicitly must work (its error propagates);
         without one, LPIPS looks in the torch hub cache and ID at ``default_id_weights``, and a missing
         file only skips that metric (``skipped`` says why)."""

@@ -136,7 +136,8 @@ def idwt_multilevel(ll: torch.Tensor, highs: Sequence[torch.Tensor]) -> torch.Te
     return x
 
 
-def subband_mse(x: torch.Tensor, y: torch.Tensor, levels: int = 1, reduce_batch: bool = True) -> Dict[str, torch.Tensor]:
+def subband_mse(x: torch.Tensor, y: torch.Tensor, levels: int = 1,
+                reduce_batch: bool = True) -> Dict[str, torch.Tensor]:
     """Mean squared error per Haar sub-band and level between ``x`` and ``y`` (same shape).
 
     Keys are ``"LL"`` (coarsest LL) and ``"LH1"``, ``"HL1"``, ``"HH1"``, ... (level 1 finest). With

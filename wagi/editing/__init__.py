@@ -10,14 +10,32 @@ boundaries), :mod:`.factorization` (SeFa, GANSpace), :mod:`.styleclip` (text dir
 LevelsMapper), :mod:`.latents` (saved codes, labels), :mod:`.specs` (``KIND:SPEC`` strings → edits).
 """
 from .directions import as_direction, check_layer_range, parse_layer_range, restrict_layers, shift_latents
-from .factorization import (GanspaceEdit, fix_signs, ganspace_direction, ganspace_directions, latent_index_of,
-                            modulation_weights, sefa_directions)
+from .factorization import (
+                            GanspaceEdit,
+                            fix_signs,
+                            ganspace_direction,
+                            ganspace_directions,
+                            latent_index_of,
+                            modulation_weights,
+                            sefa_directions,
+)
 from .interfacegan import BoundaryError, fit_boundary, load_boundary, project_boundary, save_boundary
 from .latents import LatentFileError, attribute_value, labels_array, load_latents, name_key, read_labels
 from .specs import DIRECTION_KINDS, EditOptions, LatentEdit, build_edit, parse_direction, render_edits
-from .styleclip import (CLIPEncoder, CLIPUnavailableError, GlobalDirectionStats, LatentMapper, LevelsMapper,
-                        TextImageEncoder, compute_global_stats, global_direction, load_clip, load_mapper,
-                        styleclip_global_stats, text_direction)
+from .styleclip import (
+                            CLIPEncoder,
+                            CLIPUnavailableError,
+                            GlobalDirectionStats,
+                            LatentMapper,
+                            LevelsMapper,
+                            TextImageEncoder,
+                            compute_global_stats,
+                            global_direction,
+                            load_clip,
+                            load_mapper,
+                            styleclip_global_stats,
+                            text_direction,
+)
 
 __all__ = [
     "as_direction", "check_layer_range", "parse_layer_range", "restrict_layers", "shift_latents",

@@ -33,8 +33,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.demo_faces import (BINARY_ATTRIBUTES, TEST_SEED_OFFSET, attribute_labels, changed_pixels, dilate_mask,
-                               face_tensor, paired_renders, render_from_attributes, sample_attributes)
+from ..data.demo_faces import (
+    BINARY_ATTRIBUTES,
+    TEST_SEED_OFFSET,
+    attribute_labels,
+    changed_pixels,
+    dilate_mask,
+    face_tensor,
+    paired_renders,
+    render_from_attributes,
+    sample_attributes,
+)
 from ..tensors import resize
 from ..wavelets import dwt, split_bands
 
@@ -238,8 +247,8 @@ class EditBenchmark:
 # ----------------------------------------------------------------------------------------- reports
 SUMMARY_COLUMNS = ("model", "fusion", "direction", "strength", "n_add", "n_remove", "success_add", "success_remove",
                    "success_add_readable", "success_remove_readable", "recon_has_when_absent",
-                   "recon_has_when_present", "leakage_max", "leakage_mean", "preserve_LL", "preserve_LH", "preserve_HL", "preserve_HH",
-                   "preserve_high", "recon_LL", "recon_LH", "recon_HL", "recon_HH", "ghost_high",
+                   "recon_has_when_present", "leakage_max", "leakage_mean", "preserve_LL", "preserve_LH", "preserve_HL",
+                   "preserve_HH", "preserve_high", "recon_LL", "recon_LH", "recon_HL", "recon_HH", "ghost_high",
                    "ghost_relative", "ghost_floor")
 
 
@@ -293,7 +302,8 @@ def model_summary(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for model, fuse, f in keys:
         sel = [r for r, g in tagged if r["model"] == model and r["fusion"] == fuse and g == f]
-        out.append({"model": model, "fusion": fuse, "factor": f, **{k: _mean([r[k] for r in sel]) for k in SUMMARY_KEYS}})
+        out.append({"model": model, "fusion": fuse, "factor": f,
+                    **{k: _mean([r[k] for r in sel]) for k in SUMMARY_KEYS}})
     return out
 
 

@@ -199,7 +199,7 @@ class GanspaceEdit:
     strength: float
 
     @classmethod
-    def parse(cls, text: str) -> "GanspaceEdit":
+    def parse(cls, text: str) -> GanspaceEdit:
         """``"INDEX,START,END,STRENGTH"`` → edit."""
         parts = [p.strip() for p in text.split(",")]
         try:

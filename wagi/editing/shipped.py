@@ -112,5 +112,5 @@ def load_shipped(bundle_dir: PathLike = DEMO_BUNDLE, names=None, n_latent: Optio
     return out
 
 
-__all__ = ["generator_fingerprint", "check_direction_fits", "DIRECTION_KIND", "DIRECTIONS_DIR", "DEMO_BUNDLE", "ShippedDirection", "direction_entries",
-           "resolve_shipped", "load_shipped"]
+__all__ = ["generator_fingerprint", "check_direction_fits", "DIRECTION_KIND", "DIRECTIONS_DIR", "DEMO_BUNDLE",
+           "ShippedDirection", "direction_entries", "resolve_shipped", "load_shipped"]

@@ -17,11 +17,11 @@ A layer range ``(start, end)`` restricts every kind to W+ entries ``[start, end)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
-import logging
 import torch
 import torch.nn as nn
 
@@ -29,9 +29,20 @@ from ..tensors import resize
 from .directions import LayerRange, check_layer_range, restrict_layers
 from .factorization import DEFAULT_PCA_SAMPLES, GanspaceEdit, ganspace_direction, ganspace_directions, sefa_directions
 from .interfacegan import load_boundary
-from .styleclip import (DEFAULT_AXES, DEFAULT_BETA, DEFAULT_CLIP_MODEL, DEFAULT_CLIP_WEIGHTS, DEFAULT_STAT_SAMPLES,
-                        DEFAULT_STEP, GlobalDirectionStats, TextImageEncoder, global_direction, load_clip,
-                        load_mapper, styleclip_global_stats)
+from .styleclip import (
+    DEFAULT_AXES,
+    DEFAULT_BETA,
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_CLIP_WEIGHTS,
+    DEFAULT_STAT_SAMPLES,
+    DEFAULT_STEP,
+    GlobalDirectionStats,
+    TextImageEncoder,
+    global_direction,
+    load_clip,
+    load_mapper,
+    styleclip_global_stats,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,6 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -214,7 +213,7 @@ class GlobalDirectionStats:
                          "step": float(self.step), "info": dict(self.info)}, path)
 
     @classmethod
-    def load(cls, path: PathLike) -> "GlobalDirectionStats":
+    def load(cls, path: PathLike) -> GlobalDirectionStats:
         ckpt = load_checkpoint(path)
         if not isinstance(ckpt, dict) or ckpt.get("kind") != cls.KIND:
             raise ValueError(f"{path} is not a StyleCLIP global-direction statistics file (kind {cls.KIND!r})")

@@ -288,7 +288,7 @@ class IRSEBackboneArcFace(IRBackbone):
         return F.normalize(self.output_layer(x), dim=1)
 
     @classmethod
-    def from_pretrained(cls, path: PathLike, input_size: int = 112) -> "IRSEBackboneArcFace":
+    def from_pretrained(cls, path: PathLike, input_size: int = 112) -> IRSEBackboneArcFace:
         """Build from ``model_ir_se50.pth`` (all 397 keys, strict), in eval mode with frozen parameters."""
         model = cls(input_size=input_size)
         load_irse50_weights(model, path, strict=True)

@@ -85,10 +85,10 @@ def _check_size(size: int, who: str, minimum: int) -> int:
 def haar_kernels() -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """rosinality's 2x2 Haar kernels ``ll, lh, hl, hh`` (entries +-0.5), built as outer products
     (first factor along height) of ``l = [1, 1]/sqrt 2`` and ``h = [-1, 1]/sqrt 2`` in float32."""
-    l = torch.ones(1, 2) / math.sqrt(2)
+    low = torch.ones(1, 2) / math.sqrt(2)
     h = torch.ones(1, 2) / math.sqrt(2)
     h[0, 0] = -h[0, 0]
-    return l.T * l, h.T * l, l.T * h, h.T * h
+    return low.T * low, h.T * low, low.T * h, h.T * h
 
 
 class HaarTransform(nn.Module):
@@ -263,7 +263,7 @@ class Generator(nn.Module):
         """Feature (and wavelet skip) resolutions 4, 8, ..., size/2, one per ToRGB level."""
         return [2 ** i for i in range(2, self.log_size + 1)]
 
-    def set_fused_modconv(self, fused: bool) -> "Generator":
+    def set_fused_modconv(self, fused: bool) -> Generator:
         """Choose the grouped (``True``, rosinality's) or input-scaling evaluation of every modulated conv."""
         for m in self.modules():
             if isinstance(m, ModulatedConv2d):

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint, state_dict_mismatch
+from ..checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict_mismatch,
+)
 from ..config import ConfigError, from_dict, shown
 from ..tensors import resize
 from .encoders import ENCODER_HEADS
@@ -69,9 +76,10 @@ class WaGI(nn.Module):
         randomize_noise: fresh generator noise on every synthesis (False: the stored noise buffers).
     """
 
-    def __init__(self, generator: nn.Module, encoder: nn.Module, latent_avg: torch.Tensor, encoder_kind: str = "restyle",
-                 n_iters: int = 1, encoder_input_size: int = 256, fusion: Optional[nn.Module] = None,
-                 config: Optional[Dict[str, Any]] = None, randomize_noise: bool = False):
+    def __init__(self, generator: nn.Module, encoder: nn.Module, latent_avg: torch.Tensor,
+                 encoder_kind: str = "restyle", n_iters: int = 1, encoder_input_size: int = 256,
+                 fusion: Optional[nn.Module] = None, config: Optional[Dict[str, Any]] = None,
+                 randomize_noise: bool = False):
         super().__init__()
         head = ENCODER_HEADS.info(encoder_kind)  # raises for an unknown kind
         if fusion is not None and not isinstance(fusion, Fusion):
@@ -129,18 +137,22 @@ class WaGI(nn.Module):
         xe = resize(x, self.encoder_input_size)
         if not self.iterative:
             return xe
-        cur = self.average_image(x.shape[0]).to(x.dtype) if current is None else resize(current, self.encoder_input_size)
+        if current is None:
+            cur = self.average_image(x.shape[0]).to(x.dtype)
+        else:
+            cur = resize(current, self.encoder_input_size)
         return torch.cat([xe, cur], dim=1)
 
     def encoder_step(self, x: torch.Tensor, w: torch.Tensor, current: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One encoder pass: ``w + E(encoder_input(x, current))``, w+ ``(N, n_latent, D)``.
 
-        psp / e4e (one-pass heads): ``w`` is ``latent_avg`` and ``current`` unused. ReStyle (iterative): ``w`` is the previous step's
-        latent and ``current`` its image (``None``: the average image, step 0).
+        psp / e4e (one-pass heads): ``w`` is ``latent_avg`` and ``current`` unused. ReStyle (iterative): ``w`` is
+        the previous step's latent and ``current`` its image (``None``: the average image, step 0).
         """
         return w + self.encoder(self.encoder_input(x, current))
 
-    def encode(self, x: torch.Tensor, return_steps: bool = False) -> Union[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
+    def encode(self, x: torch.Tensor, return_steps: bool = False,
+               ) -> Union[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """w+ (N, n_latent, D) of images ``x``; with ``return_steps`` a list of (w+_t, x̂_t) per ReStyle step."""
         avg = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
         if not self.iterative:
@@ -162,7 +174,8 @@ class WaGI(nn.Module):
             return {}
         return {self.fusion.injects: self.fusion(x, x_hat0, target=target, source_map=source_map)}
 
-    def fused_decode(self, w_plus: torch.Tensor, branches: List[torch.Tensor], fuse_args: Dict[str, Any]) -> torch.Tensor:
+    def fused_decode(self, w_plus: torch.Tensor, branches: List[torch.Tensor],
+                     fuse_args: Dict[str, Any]) -> torch.Tensor:
         """The fused image. Wavelet corrections reuse the first pass's branches (only the skip chain is
         recomputed); feature conditions change the convolutional features, so they need a full pass."""
         if FEATURE_CONDITIONS in fuse_args:
@@ -248,7 +261,7 @@ class WaGI(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, generator: Optional[nn.Module] = None, latent_avg: Optional[torch.Tensor] = None,
-                    load_weights: bool = True) -> "WaGI":
+                    load_weights: bool = True) -> WaGI:
         """Build from a :class:`wagi.config.WaGIConfig` (or its plain dict): :func:`wagi.builders.build_model`.
 
         Without a ``latent_avg`` (given, or carried by the generator checkpoint) it is the mean of
@@ -260,7 +273,7 @@ class WaGI(nn.Module):
         return build_model(cfg, generator=generator, latent_avg=latent_avg, load_weights=load_weights)
 
     @classmethod
-    def load(cls, path, map_location="cpu") -> "WaGI":
+    def load(cls, path, map_location="cpu") -> WaGI:
         """Load a WaGI checkpoint (project format; ``weights_only=True``, integrity hash checked).
 
         Everything the file says is checked before memory is spent on it: the stored config against the

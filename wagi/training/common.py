@@ -20,7 +20,6 @@ records ``wall_time_s`` (seconds spent in ``train()``, summed over the slices) a
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import random

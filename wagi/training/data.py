@@ -152,9 +152,7 @@ class PreloadedImages:
 
 def read_image_cache(path: Path, source: Dict[str, Any]) -> Optional[torch.Tensor]:
     """The uint8 images cached in ``path``, or None when the file is missing or was built from other data."""
-    from ..checkpoint import load_checkpoint
-
-    from ..checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError, load_checkpoint
     from ..config import ConfigError
 
     if not path.is_file():

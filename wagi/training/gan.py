@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..builders import build_dataset, dataset_source
 from ..checkpoint import (
     LATENT_AVG_SAMPLES,
     LATENT_AVG_SEED,
@@ -56,13 +57,25 @@ from ..checkpoint import (
     load_generator,
     save_generator,
 )
-from ..builders import build_dataset, dataset_source
+from ..fileio import RunLock
 from ..models.swagan import Discriminator, Generator
 from . import data as D
-from ..fileio import RunLock
-from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, holding_run_folder, resolve_resume,
-                     restore_signal_handlers, restoring_from, rng_state, save_and_prune, seed_everything,
-                     set_rng_state, step_checkpoint_name, training_device)
+from .common import (
+    CHECKPOINT_DIR,
+    RunLogger,
+    StopControl,
+    TrainingStopped,
+    holding_run_folder,
+    resolve_resume,
+    restore_signal_handlers,
+    restoring_from,
+    rng_state,
+    save_and_prune,
+    seed_everything,
+    set_rng_state,
+    step_checkpoint_name,
+    training_device,
+)
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
@@ -418,8 +431,8 @@ class GANTrainer(StopControl):
         g, _, info = load_generator(path, trust=self.cfg.generator.trust_checkpoint)
         theirs_k, mine_k = g.config["to_rgb_kernel"], self.G.config["to_rgb_kernel"]
         if theirs_k != mine_k:
-            raise ValueError(f"generator.init: {path} has {theirs_k}x{theirs_k} ToRGB convs but generator.to_rgb_kernel "
-                             f"is {mine_k}; set generator.to_rgb_kernel: {theirs_k}")
+            raise ValueError(f"generator.init: {path} has {theirs_k}x{theirs_k} ToRGB convs but "
+                             f"generator.to_rgb_kernel is {mine_k}; set generator.to_rgb_kernel: {theirs_k}")
         mine = self.G.state_dict()
         theirs = g.state_dict()
         bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
@@ -445,7 +458,8 @@ class GANTrainer(StopControl):
                         continue  # how a file may be opened, not part of the network
                     other = theirs.get(section, {}).get(key)
                     if other != value:
-                        raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} but {value!r} in this config")
+                        raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} "
+                                         f"but {value!r} in this config")
             self.G.load_state_dict(ckpt["g"], strict=True)
             self.D.load_state_dict(ckpt["d"], strict=True)
             self.g_ema.load_state_dict(ckpt["g_ema"], strict=True)

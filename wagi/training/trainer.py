@@ -48,15 +48,29 @@ from .. import wavelets as wv
 from ..builders import build_criterion, build_datasets, build_generator, dataset_source
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
-from ..losses import InversionCriterion, NonFiniteLossError
 from ..fileio import RunLock
+from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective
 from ..models.wagi import WaGI
 from ..tensors import resize
 from . import data as D
-from .common import (CHECKPOINT_DIR, RunLogger, StopControl, TrainingStopped, deadline_after, resolve_resume,
-                     holding_run_folder, restore_signal_handlers, restoring_from, rng_state, save_and_prune,
-                     seed_everything, set_rng_state, step_checkpoint_name, training_device)
+from .common import (
+    CHECKPOINT_DIR,
+    RunLogger,
+    StopControl,
+    TrainingStopped,
+    deadline_after,
+    holding_run_folder,
+    resolve_resume,
+    restore_signal_handlers,
+    restoring_from,
+    rng_state,
+    save_and_prune,
+    seed_everything,
+    set_rng_state,
+    step_checkpoint_name,
+    training_device,
+)
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
 
@@ -326,7 +340,8 @@ class Trainer(StopControl):
         n = min(4, x.shape[0])
         x, img = x[:n].detach().float().cpu(), resize(img[:n].detach().float().cpu(), x.shape[-1])
         hf = wv.high_bands(wv.dwt(img - x)).abs().sum(1, keepdim=True)  # where the HF error sits
-        hf = F.interpolate(hf / hf.amax().clamp_min(1e-8) * 2 - 1, scale_factor=2.0, mode="nearest").expand(-1, 3, -1, -1)
+        hf = F.interpolate(hf / hf.amax().clamp_min(1e-8) * 2 - 1, scale_factor=2.0,
+                           mode="nearest").expand(-1, 3, -1, -1)
         grid = make_grid(torch.cat([x, img, hf]), nrow=n, value_range=(-1, 1), normalize=True)
         out = self.run_dir / "images"
         out.mkdir(exist_ok=True)

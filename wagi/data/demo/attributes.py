@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-
 DEMO_FACES_VERSION = 1  # bump when a change to the renderer changes any image of a given seed
 SUPPORTED_SIZES = (64, 128, 256)
 MIN_CANVAS = 256  # draw on at least 256 px so thin strokes stay sub-pixel at every output size

@@ -16,6 +16,7 @@ from wagi.demo_seeds import TEST_SEED_OFFSET, TRAIN_SEED_END
 from .attributes import DEMO_FACES_VERSION, sample_attributes
 from .render import check_size, render_face
 
+
 def face_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB image -> float32 tensor ``(3, H, W)`` in ``[-1, 1]`` (the generator's range)."""
     if img.mode != "RGB":

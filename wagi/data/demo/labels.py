@@ -143,7 +143,8 @@ def attribute_mask(
         mask = np.zeros((size, size), dtype=bool)
         for other in CATEGORICAL_ATTRIBUTES[name]:
             if other != attrs[name]:
-                mask |= changed_pixels(base, render_from_attributes(with_attribute(attrs, name, other), size), threshold)
+                mask |= changed_pixels(base, render_from_attributes(with_attribute(attrs, name, other), size),
+                                       threshold)
     else:
         mask = changed_pixels(*paired_renders(attrs, name, size, value), threshold)
     return dilate_mask(mask, dilate)

@@ -424,7 +424,7 @@ def _draw_eyes(
         patch = img.crop((x0, y0, x1, y1))
         pd = ImageDraw.Draw(patch)
 
-        def local(box):
+        def local(box, x0=x0, y0=y0):
             return (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
 
         sclera = local(c.box(ex, ey, ew, eh * 0.62))
@@ -460,7 +460,7 @@ def _draw_brows(c: _Canvas, d: ImageDraw.ImageDraw, a: Dict[str, Any], eyes) -> 
     th = a["brow_thickness"]
     hair_col = _shade(col, 0.75)
     w = c.w(0.4)
-    for i, (ex, ey, ew, eh) in enumerate(eyes):
+    for i, (ex, ey, ew, _eh) in enumerate(eyes):
         s = -1 if i == 0 else 1
         by = ey - ry * a["brow_raise"]
         tilt = a["brow_tilt"] * 0.03
