@@ -9,7 +9,8 @@ of its last stage), not Inception's, so the numbers compare generators of the de
 other and nothing else. Real faces are held-out seeds FD_REAL_SEED_OFFSET + i (1,100,000+, used by
 nothing else); samples are g_ema(z) with z ~ N(0, I) from torch seed --seed, no truncation unless
 --truncation is given; z and the noise maps come from torch seed --seed, the same for every generator.
-Prints one line per generator and writes --json.
+Prints one line per generator (with its pixel statistics: RGB std and the share of values outside [-1, 1]
+before the clamp, beside the real faces' line) and writes --json.
 Exit status: 0 done; 2 bad arguments or unreadable files.
 """
 import argparse
@@ -39,12 +40,37 @@ from wagi.models.judge import load_judge
 FD_REAL_SEED_OFFSET = TEST_SEED_OFFSET + 100_000  # real faces of FD-judge: a held-out range nothing else uses
 
 
+class PixelStats:
+    """Running per-channel mean / std of images in [-1, 1] and the share of values outside that range
+    (generator samples are measured before the clamp the judge sees)."""
+
+    def __init__(self):
+        self.n, self.out = 0, 0
+        self.s = torch.zeros(3, dtype=torch.float64)
+        self.ss = torch.zeros(3, dtype=torch.float64)
+
+    def add(self, img: torch.Tensor) -> None:
+        x = img.detach().double().cpu().transpose(0, 1).reshape(3, -1)
+        self.n += x.shape[1]
+        self.s += x.sum(1)
+        self.ss += x.square().sum(1)
+        self.out += int((x.abs() > 1).sum())
+
+    def summary(self) -> dict:
+        mean = self.s / self.n
+        std = (self.ss / self.n - mean.square()).clamp_min(0).sqrt()
+        return {"mean": [round(v, 4) for v in mean.tolist()], "std": [round(v, 4) for v in std.tolist()],
+                "out_of_range": round(self.out / (3 * self.n), 5)}
+
+
 @torch.no_grad()
-def real_features(judge, n, batch, device, progress=True):
+def real_features(judge, n, batch, device, progress=True, stats=None):
     feats, chunk = [], []
     for seed in tqdm(range(FD_REAL_SEED_OFFSET, FD_REAL_SEED_OFFSET + n), desc="real faces", unit="face",
                      disable=not progress):
         chunk.append(face_tensor(render_face(seed, 128)))
+        if stats is not None:
+            stats.add(chunk[-1][None])
         if len(chunk) == batch:
             feats.append(judge.features(torch.stack(chunk).to(device)).float().cpu())
             chunk = []
@@ -54,14 +80,21 @@ def real_features(judge, n, batch, device, progress=True):
 
 
 @torch.no_grad()
-def sample_features(judge, g, latent_avg, n, batch, device, seed=0, truncation=1.0, progress=True):
+def sample_features(judge, g, latent_avg, n, batch, device, seed=0, truncation=1.0, progress=True, stats=None):
     gen = torch.Generator().manual_seed(seed)
     feats = []
     for i in tqdm(range(0, n, batch), desc="samples", unit="batch", disable=not progress):
         z = torch.randn(min(batch, n - i), g.style_dim, generator=gen).to(device)
         img, _ = g([z], truncation=truncation, truncation_latent=latent_avg, randomize_noise=True)
+        if stats is not None:
+            stats.add(img)
         feats.append(judge.features(img.clamp(-1, 1)).float().cpu())
     return torch.cat(feats)
+
+
+def _pixel_line(summary: dict) -> str:
+    std = "/".join(f"{v:.3f}" for v in summary["std"])
+    return f"RGB std {std}, {100 * summary['out_of_range']:.2f} % of values outside [-1, 1]"
 
 
 def main(argv=None) -> int:
@@ -89,17 +122,23 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.time()
-    mu_r, sig_r = feature_statistics(real_features(judge, args.n, args.batch_size, device))
+    real_stats = PixelStats()
+    mu_r, sig_r = feature_statistics(real_features(judge, args.n, args.batch_size, device, stats=real_stats))
     results = {"n": args.n, "real_seed_offset": FD_REAL_SEED_OFFSET, "judge": str(args.judge), "seed": args.seed,
-               "truncation": args.truncation, "device": str(device), "fd_judge": {}, "generators": {}}
+               "truncation": args.truncation, "device": str(device), "fd_judge": {}, "generators": {},
+               "pixels": {"real": real_stats.summary()}}
+    print(f"pixels real: {_pixel_line(results['pixels']['real'])}")
     for name, (g, avg, path) in loaded.items():
         torch.manual_seed(args.seed)  # the noise maps (randomize_noise): the same stream for every generator
+        stats = PixelStats()
         mu, sig = feature_statistics(sample_features(judge, g, avg, args.n, args.batch_size, device, args.seed,
-                                                     args.truncation))
+                                                     args.truncation, stats=stats))
         fd = frechet_distance(mu, sig, mu_r, sig_r)
         results["fd_judge"][name] = fd
         results["generators"][name] = path
-        print(f"FD-judge {name}: {fd:.4f}  ({args.n} samples vs {args.n} real faces)")
+        results["pixels"][name] = stats.summary()
+        print(f"FD-judge {name}: {fd:.4f}  ({args.n} samples vs {args.n} real faces); "
+              f"pixels {_pixel_line(results['pixels'][name])}")
     results["seconds"] = round(time.time() - t0, 1)
     if args.json:
         atomic_write(args.json, json.dumps(results, indent=2) + "\n")
