@@ -15,8 +15,10 @@ text:PROMPT (StyleCLIP global direction; needs open_clip or clip with weights), 
 
 Images are inverted and edited with the wavelet fusion re-applied through the aligner, so the input's
 details land on the edited image (--no-fusion: plain generator images). With --latents there is no
-input image, so edits are plain generator images. Outputs: OUTPUT/<input name>.png, one panel per
-strength (left to right); --individual also writes OUTPUT/<input name>_s<strength>.png.
+input image, so edits are plain generator images. Outputs: OUTPUT/<input name>.png, the input (as the
+model sees it) then one panel per strength, left to right, each captioned ("input", "-3", "+0", "+3");
+--plain writes the edit panels alone, without captions; --individual also writes
+OUTPUT/<input name>_s<strength>.png.
 
 Exit status: 0 all done, 1 some inputs failed (each named on one line), 2 bad arguments, missing
 checkpoint or unusable direction.
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, metavar="START:END", help="apply only to W+ entries [START, END)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"output folder (default {DEFAULT_OUTPUT})")
     p.add_argument("--individual", action="store_true", help="also write each strength as its own image")
+    p.add_argument("--plain", action="store_true",
+                   help="strips of the edit panels only: no input panel, no strength captions")
     p.add_argument("--no-fusion", action="store_true", help="do not re-apply the wavelet fusion to edited images")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--batch-size", type=batch_size, default=8)
@@ -164,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         n_failed += 1
         print(message, file=sys.stderr, flush=True)
 
-    def write(name: str, panels: torch.Tensor, protected) -> None:
+    def write(name: str, panels: torch.Tensor, protected, source: Optional[torch.Tensor] = None) -> None:
         nonlocal n_done
         if "\x00" in name:  # no file system takes it; say which entry, printably
             log_failure(f"{name!r}: refusing an output name with a NUL byte")
@@ -178,7 +182,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "weights); not written")
             return
         try:
-            save_strip(list(panels), args.output / f"{stem}.png", args.overwrite, inputs=protected)
+            tiles, labels = list(panels), [f"{s:+g}" for s in strengths]
+            if source is not None:
+                tiles, labels = [source.to(panels.device, panels.dtype)] + tiles, ["input"] + labels
+            save_strip(tiles, args.output / f"{stem}.png", args.overwrite, inputs=protected,
+                       labels=None if args.plain else labels)
             if args.individual:
                 for s, img in zip(strengths, panels):
                     save_image(img, args.output / f"{stem}_s{s:+g}.png", args.overwrite, inputs=protected)
@@ -206,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for batch, batch_items in iter_batches(items, model.image_size, args.batch_size, args.policy, report=report):
             out = render_edits(model, batch.to(device), edit, strengths, fuse=fuse)  # (S, B, 3, H, W)
             for b, item in enumerate(batch_items):
-                write(item.rel, out[:, b], protected)
+                write(item.rel, out[:, b], protected, source=None if args.plain else batch[b])
             bar.update(len(batch_items))
         bar.close()
     else:

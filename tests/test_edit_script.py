@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.helpers import load_script, tiny_wagi
 from wagi.editing import LevelsMapper
-from wagi.imageio import load_image
+from wagi.imageio import caption_height, load_image
 from wagi.models.wagi import WaGI
 
 torch.set_num_threads(1)
@@ -47,9 +47,15 @@ def setup(tmp_path_factory):
             "good": good, "bad": bad, "boundary": boundary}
 
 
-def _panels(path, n):
+def _panels(path, n, captions=True):
+    """The n tiles of a strip (left to right); the caption band, when there is one, sits below them."""
     arr = np.asarray(Image.open(path).convert("RGB"))
-    assert arr.shape == (SIZE + 2 * PAD, n * SIZE + (n + 1) * PAD, 3)
+    band = caption_height(SIZE) if captions else 0
+    assert arr.shape == (SIZE + 2 * PAD + band, n * SIZE + (n + 1) * PAD, 3)
+    if captions:  # white band with dark text under every tile
+        for i in range(n):
+            cell = arr[SIZE + 2 * PAD:, PAD + i * (SIZE + PAD):PAD + i * (SIZE + PAD) + SIZE]
+            assert cell.max() == 255 and cell.min() < 100, f"no caption under tile {i}"
     return [arr[PAD:PAD + SIZE, PAD + i * (SIZE + PAD):PAD + i * (SIZE + PAD) + SIZE] for i in range(n)]
 
 
@@ -77,7 +83,8 @@ def test_edit_images_strips_fusion_and_bad_files(setup, tmp_path, capsys):
     with torch.no_grad():
         recon, w, _ = model.invert(x)
         plus = model.edit(x, setup["boundary"], 3.0)
-    minus_p, zero_p, plus_p = _panels(out / "a.png", 3)
+    input_p, minus_p, zero_p, plus_p = _panels(out / "a.png", 4)
+    assert _max_diff(input_p, _as_uint8(x[0])) <= 1  # the input as the model sees it comes first
     assert _max_diff(zero_p, _as_uint8(recon[0])) <= 1  # strength 0: the fused reconstruction
     assert _max_diff(plus_p, _as_uint8(plus[0])) <= 1
     assert _max_diff(minus_p, plus_p) > 10  # the edit does something
@@ -107,6 +114,12 @@ def test_edit_overwrite_individual_and_no_fusion(setup, tmp_path, capsys):
         plain = model.edit(x, d, 2.0, fuse=False)
     single = np.asarray(Image.open(out / "a_s+2.png").convert("RGB"))
     assert _max_diff(single, _as_uint8(plain[0])) <= 1
+    assert _max_diff(_panels(out / "a.png", 3)[2], single) == 0  # input, -2, +2 (captioned)
+    plain_out = tmp_path / "plain"
+    assert EDIT.main(args[:args.index("--output")] + ["--output", str(plain_out), "--plain", "--no-fusion",
+                                                      "--device", "cpu"]) == 0
+    minus_p, plus_p = _panels(plain_out / "a.png", 2, captions=False)  # --plain: the edits alone
+    assert _max_diff(plus_p, single) == 0
     capsys.readouterr()
     assert EDIT.main(args) == 1  # outputs exist
     assert "--overwrite" in capsys.readouterr().err

@@ -916,12 +916,15 @@ def save_strip(
     inputs: Union[ProtectedPaths, Iterable[Union[ImageItem, PathLike]]] = (),
     padding: int = 2,
     pad_value: float = 1.0,
+    labels: Optional[Sequence[str]] = None,
 ) -> str:
     """Save images side by side (left to right) as one file, through :func:`save_image`.
 
     ``images`` are ``(3, H, W)`` tensors in ``[-1, 1]``; any of another size is resized (bicubic,
     antialiased) to the size of the tallest, so a 256² input can sit beside its 1024² inversion.
     ``padding`` pixels of ``pad_value`` (in ``[-1, 1]``; default white) separate and frame them.
+    ``labels`` (one per image) are written in black, centred, in a caption band of
+    :func:`caption_height` pixels added below the tiles (the tiles keep their place).
     """
     if len(images) == 0:
         raise ValueError("save_strip needs at least one image")
@@ -936,4 +939,38 @@ def save_strip(
             x = TF.resize(x, list(target), interpolation=RESIZE_INTERPOLATION, antialias=True).clamp_(0.0, 1.0)
         tiles.append(x)
     grid = make_grid(torch.stack(tiles), nrow=len(tiles), padding=padding, pad_value=(pad_value + 1.0) / 2.0)
+    if labels is not None:
+        if len(labels) != len(images):
+            raise ValueError(f"save_strip: {len(labels)} labels for {len(images)} images")
+        grid = _add_captions(grid, labels, int(target[0]), int(target[1]), padding, (pad_value + 1.0) / 2.0)
     return save_image(grid.mul(2.0).sub(1.0), path, overwrite, inputs=inputs)
+
+
+def caption_height(tile_height: int) -> int:
+    """Height in pixels of the caption band :func:`save_strip` adds under tiles ``tile_height`` high."""
+    return _caption_font_size(tile_height) + 6
+
+
+def _caption_font_size(tile_height: int) -> int:
+    return max(10, min(32, tile_height // 10))
+
+
+def _add_captions(grid: torch.Tensor, labels: Sequence[str], tile_h: int, tile_w: int, padding: int,
+                  background: float) -> torch.Tensor:
+    """``grid`` ``(3, H, W)`` in ``[0, 1]`` with a caption band below it, one centred label per tile."""
+    from PIL import ImageDraw, ImageFont
+
+    band_h = caption_height(tile_h)
+    band = Image.new("RGB", (grid.shape[-1], band_h), tuple([round(background * 255)] * 3))
+    draw = ImageDraw.Draw(band)
+    try:
+        font = ImageFont.load_default(size=_caption_font_size(tile_h))
+    except TypeError:  # a Pillow without FreeType: the fixed-size bitmap font
+        font = ImageFont.load_default()
+    for i, text in enumerate(labels):
+        cx = padding + i * (tile_w + padding) + tile_w / 2
+        left, top, right, bottom = draw.textbbox((0, 0), str(text), font=font)
+        draw.text((cx - (right - left) / 2 - left, (band_h - (bottom - top)) / 2 - top), str(text), fill=(0, 0, 0),
+                  font=font)
+    band_t = torch.from_numpy(np.asarray(band, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return torch.cat([grid, band_t], dim=1)
