@@ -20,7 +20,7 @@ from pathlib import Path
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
+from wagi.cli import EXIT_STOPPED, DefaultsHelpFormatter, quiet_interrupts, run_main, run_training
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -28,8 +28,6 @@ from wagi.config import ConfigError
 from wagi.training.gan_config import load_gan_config
 
 EXIT_CONFIG = 2
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130
 
 
 def _export(args, cfg) -> int:
@@ -96,7 +94,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _benchmark(args, trainer) if benchmark else _train(args, trainer)
+        return _benchmark(args, trainer) if benchmark else run_training(trainer, args.time_limit, trainer.max_steps)
     finally:
         cleanup(trainer.dist)
 
@@ -116,37 +114,6 @@ def _benchmark(args, trainer) -> int:
               f"{result['ms_per_step']:.1f} ms/step) on {result['device']}, "
               f"batch {result['batch_size']}/process" + (f", peak memory {mem:.2f} GiB" if mem is not None else ""))
         print("BENCHMARK_JSON " + json.dumps(result))
-    return 0
-
-
-def _train(args, trainer) -> int:
-    from wagi.checkpoint import CheckpointError
-    from wagi.fileio import RunFolderInUse
-    from wagi.imageio import ImageIOError
-    from wagi.training.gan import TrainingStopped
-
-    try:
-        trainer.train(time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit)
-    except TrainingStopped as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_STOPPED
-    except RunFolderInUse as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
-        print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
-        return EXIT_STOPPED
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
-              f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if not trainer.dist.is_main:
-        return EXIT_INTERRUPTED if (trainer.stop_reason or "").startswith("signal") else 0
-    if trainer.stop_reason is not None:
-        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {trainer.max_steps}; checkpoint in "
-              f"{trainer.ckpt_dir}; continue with --resume auto")
-        return EXIT_INTERRUPTED if trainer.stop_reason.startswith("signal") else 0
-    print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
     return 0
 
 
