@@ -17,7 +17,7 @@ import sys
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main, run_training
+from wagi.cli import DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -29,11 +29,7 @@ EXIT_CONFIG = 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config (see docs/config.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.lr=2e-4 (repeatable)")
-    p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
+    add_training_flags(p, "train.lr=2e-4")
     p.add_argument("--no-progress", action="store_true",
                    help="no tqdm progress bar (none either when stderr is not a terminal); validation lines still "
                         "print")

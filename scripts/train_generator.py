@@ -20,7 +20,7 @@ from pathlib import Path
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import EXIT_STOPPED, DefaultsHelpFormatter, quiet_interrupts, run_main, run_training
+from wagi.cli import EXIT_STOPPED, DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -53,11 +53,7 @@ def _export(args, cfg) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", help="YAML config (see docs/train_generator.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.batch_size=32 (repeatable)")
-    p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
+    add_training_flags(p, "train.batch_size=32")
     p.add_argument("--no-progress", action="store_true",
                    help="no tqdm progress bar (none either when stderr is not a terminal)")
     p.add_argument("--benchmark-steps", type=int, default=None, metavar="N",

@@ -96,6 +96,17 @@ EXIT_STOPPED = 3  # a training run ended on an error; its last complete checkpoi
 SECONDS_PER_MINUTE = 60.0
 
 
+def add_training_flags(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """``--set``, ``--resume`` and ``--time-limit`` of the training scripts (``set_example``: a KEY=VALUE for
+    the ``--set`` help)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one config key, e.g. --set {set_example} (repeatable)")
+    parser.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop after this many minutes of training, writing a checkpoint (for time-sliced "
+                             "machines)")
+
+
 def run_training(trainer, time_limit_min: Optional[float], total_steps: int) -> int:
     """``trainer.train()`` for the training scripts (``train.py``, ``train_generator.py``): how it ended, in
     one line and an exit status.
