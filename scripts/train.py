@@ -17,26 +17,19 @@ import sys
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
+from wagi.cli import DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
 from wagi.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130
-SECONDS_PER_MINUTE = 60.0
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config (see docs/config.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.lr=2e-4 (repeatable)")
-    p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
+    add_training_flags(p, "train.lr=2e-4")
     p.add_argument("--no-progress", action="store_true",
                    help="no tqdm progress bar (none either when stderr is not a terminal); validation lines still "
                         "print")
@@ -60,43 +53,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _train(args, trainer)
+        return run_training(trainer, args.time_limit, cfg.train.max_steps)
     finally:
         cleanup(trainer.dist)
-
-
-def _train(args, trainer) -> int:
-    from wagi.checkpoint import CheckpointError
-    from wagi.fileio import RunFolderInUse
-    from wagi.imageio import ImageIOError
-    from wagi.training import TrainingStopped
-    from wagi.training.common import LATEST
-
-    time_limit_s = None if args.time_limit is None else SECONDS_PER_MINUTE * args.time_limit
-    try:
-        trainer.train(time_limit_s=time_limit_s)
-    except TrainingStopped as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_STOPPED
-    except RunFolderInUse as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
-        print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
-        return EXIT_STOPPED
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
-              f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    by_signal = (trainer.stop_reason or "").startswith("signal")
-    if not trainer.dist.is_main:
-        return EXIT_INTERRUPTED if by_signal else 0
-    if trainer.stop_reason is not None:
-        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {trainer.cfg.train.max_steps}; checkpoint "
-              f"{trainer.ckpt_dir / LATEST}; continue with the same --config/--set options and --resume auto")
-        return EXIT_INTERRUPTED if by_signal else 0
-    print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
+from wagi.cli import EXIT_STOPPED, DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -28,8 +28,6 @@ from wagi.config import ConfigError
 from wagi.training.gan_config import load_gan_config
 
 EXIT_CONFIG = 2
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 130
 
 
 def _export(args, cfg) -> int:
@@ -55,11 +53,7 @@ def _export(args, cfg) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     p.add_argument("--config", help="YAML config (see docs/train_generator.md)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.batch_size=32 (repeatable)")
-    p.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop after this many minutes of training, writing a checkpoint (for time-sliced machines)")
+    add_training_flags(p, "train.batch_size=32")
     p.add_argument("--no-progress", action="store_true",
                    help="no tqdm progress bar (none either when stderr is not a terminal)")
     p.add_argument("--benchmark-steps", type=int, default=None, metavar="N",
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _benchmark(args, trainer) if benchmark else _train(args, trainer)
+        return _benchmark(args, trainer) if benchmark else run_training(trainer, args.time_limit, trainer.max_steps)
     finally:
         cleanup(trainer.dist)
 
@@ -116,37 +110,6 @@ def _benchmark(args, trainer) -> int:
               f"{result['ms_per_step']:.1f} ms/step) on {result['device']}, "
               f"batch {result['batch_size']}/process" + (f", peak memory {mem:.2f} GiB" if mem is not None else ""))
         print("BENCHMARK_JSON " + json.dumps(result))
-    return 0
-
-
-def _train(args, trainer) -> int:
-    from wagi.checkpoint import CheckpointError
-    from wagi.fileio import RunFolderInUse
-    from wagi.imageio import ImageIOError
-    from wagi.training.gan import TrainingStopped
-
-    try:
-        trainer.train(time_limit_s=None if args.time_limit is None else 60.0 * args.time_limit)
-    except TrainingStopped as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_STOPPED
-    except RunFolderInUse as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
-        print(f"error: {e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", file=sys.stderr)
-        return EXIT_STOPPED
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
-              f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if not trainer.dist.is_main:
-        return EXIT_INTERRUPTED if (trainer.stop_reason or "").startswith("signal") else 0
-    if trainer.stop_reason is not None:
-        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {trainer.max_steps}; checkpoint in "
-              f"{trainer.ckpt_dir}; continue with --resume auto")
-        return EXIT_INTERRUPTED if trainer.stop_reason.startswith("signal") else 0
-    print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
     return 0
 
 

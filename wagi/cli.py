@@ -92,6 +92,59 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+EXIT_STOPPED = 3  # a training run ended on an error; its last complete checkpoint stays
+SECONDS_PER_MINUTE = 60.0
+
+
+def add_training_flags(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """``--set``, ``--resume`` and ``--time-limit`` of the training scripts (``set_example``: a KEY=VALUE for
+    the ``--set`` help)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one config key, e.g. --set {set_example} (repeatable)")
+    parser.add_argument("--resume", default=None, help="a training checkpoint, or 'auto' for the run's latest.pt")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop after this many minutes of training, writing a checkpoint (for time-sliced "
+                             "machines)")
+
+
+def run_training(trainer, time_limit_min: Optional[float], total_steps: int) -> int:
+    """``trainer.train()`` for the training scripts (``train.py``, ``train_generator.py``): how it ended, in
+    one line and an exit status.
+
+    0: done, or stopped by the time limit (``--time-limit`` minutes); 130: stopped by a signal (finished the
+    step and saved) or interrupted at once; 2: the run folder is in use; 3: a non-finite loss, a full disk,
+    an unusable cache or checkpoint (the last complete checkpoint stays; ``--resume auto`` continues).
+    Other DDP ranks print nothing after training.
+    """
+    from wagi.checkpoint import CheckpointError
+    from wagi.fileio import RunFolderInUse
+    from wagi.imageio import ImageIOError
+    from wagi.training.common import LATEST, TrainingStopped
+
+    time_limit_s = None if time_limit_min is None else SECONDS_PER_MINUTE * time_limit_min
+    try:
+        trainer.train(time_limit_s=time_limit_s)
+    except TrainingStopped as e:
+        return fail(str(e), EXIT_STOPPED)
+    except RunFolderInUse as e:
+        return fail(str(e))
+    except (OSError, ValueError, CheckpointError, ImageIOError) as e:  # e.g. a full disk, a foreign cache file
+        return fail(f"{e}; the last complete checkpoint stays in {trainer.ckpt_dir} (--resume auto)", EXIT_STOPPED)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted at step {trainer.step}; resume with --resume auto "
+              f"(continues from the last checkpoint in {trainer.ckpt_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    by_signal = (trainer.stop_reason or "").startswith("signal")
+    if not trainer.dist.is_main:
+        return EXIT_INTERRUPTED if by_signal else 0
+    if trainer.stop_reason is not None:
+        print(f"stopped ({trainer.stop_reason}) at step {trainer.step} of {total_steps}; checkpoint "
+              f"{trainer.ckpt_dir / LATEST}; continue with the same --config/--set options and --resume auto")
+        return EXIT_INTERRUPTED if by_signal else 0
+    print(f"done: {trainer.step} steps, checkpoints in {trainer.ckpt_dir}")
+    return 0
+
+
 def existing_outputs_error(out_dir: Path, names, overwrite: bool) -> Optional[str]:
     """The refusal line when ``out_dir`` already holds any of ``names`` and ``overwrite`` is off, else None."""
     existing = [f for f in names if (Path(out_dir) / f).exists()]

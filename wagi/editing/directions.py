@@ -18,6 +18,16 @@ Tensor = torch.Tensor
 LayerRange = Tuple[int, Optional[int]]  # [start, end); end None = up to n_latent
 
 
+def as_rows(d: Tensor) -> Tensor:
+    """A direction's accepted layouts as rows: ``(D,)`` → ``(1, D)`` and ``(1, L, D)`` → ``(L, D)``; any
+    other shape is returned as it is, for the caller to check and name."""
+    if d.dim() == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.dim() == 1:
+        d = d.unsqueeze(0)
+    return d
+
+
 def as_direction(direction: Tensor, n_latent: int, style_dim: int, what: str = "direction") -> Tensor:
     """Normalise a direction to ``(1, D)`` or ``(n_latent, D)``.
 
@@ -26,10 +36,7 @@ def as_direction(direction: Tensor, n_latent: int, style_dim: int, what: str = "
     """
     d = torch.as_tensor(direction)
     shape = tuple(d.shape)
-    if d.dim() == 3 and d.shape[0] == 1:
-        d = d[0]
-    if d.dim() == 1:
-        d = d.unsqueeze(0)
+    d = as_rows(d)
     if d.dim() != 2:
         raise ValueError(f"{what} must have shape (D,), (1, D), ({n_latent}, D) or (1, {n_latent}, D) "
                          f"with D={style_dim}, got {shape}")

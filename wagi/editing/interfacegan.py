@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..fileio import atomic_write
-from .directions import LayerRange, restrict_layers
+from .directions import LayerRange, as_rows, restrict_layers
 
 PathLike = Union[str, os.PathLike]
 Tensor = torch.Tensor
@@ -106,11 +106,7 @@ def load_boundary(path: PathLike, n_latent: int, style_dim: int,
     shape = tuple(arr.shape)
     if not np.issubdtype(arr.dtype, np.floating):
         raise BoundaryError(f"{path}: boundary must hold floating-point values, got dtype {arr.dtype}")
-    b = torch.from_numpy(np.ascontiguousarray(arr)).float()
-    if b.dim() == 3 and b.shape[0] == 1:
-        b = b[0]
-    if b.dim() == 1:
-        b = b.unsqueeze(0)
+    b = as_rows(torch.from_numpy(np.ascontiguousarray(arr)).float())
     if b.dim() != 2:
         raise BoundaryError(f"{path}: boundary must have shape (1, {style_dim}) or ({n_latent}, {style_dim}), "
                             f"got {shape}")

@@ -24,16 +24,18 @@ import json
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..devices import resolve_device
 from ..fileio import RunLock, atomic_link, remove_stale_temps
+from .data import StepBatchSampler
 from .distributed import DistInfo, init_distributed
 
 logger = logging.getLogger(__name__)
@@ -167,12 +169,14 @@ def save_and_prune(write: Callable[[Path], Any], ckpt_dir: Path, name: str, keep
 
 
 class StopControl:
-    """Stopping a training loop on a time limit or a signal, on every rank at the same step.
+    """The frame of a training loop that runs in time slices, and stopping it on a time limit or a signal,
+    on every rank at the same step.
 
-    Mixed into a trainer that has ``self.dist`` (:class:`DistInfo`) and ``self.device``. The loop calls
-    :meth:`_install_signal_handlers` when it starts (restoring the returned handlers when it ends) and
-    :meth:`_should_stop` after each step; when it returns True the loop writes a checkpoint and returns,
-    with ``stop_reason`` saying why (``'time limit'``, ``'signal SIGINT'``, ``'signal SIGTERM'`` or
+    Mixed into a trainer that has ``self.dist`` (:class:`DistInfo`), ``self.device``, ``self.step``,
+    ``self.progress``, ``self.cards``, ``self.wall_time_s`` and ``self.logger`` (:class:`RunLogger`). Its
+    ``train()`` runs the steps inside :meth:`_training_slice` and ends each step with :meth:`_end_step`,
+    which writes the periodic checkpoints and, when the slice must end, a checkpoint at the current step;
+    ``stop_reason`` then says why (``'time limit'``, ``'signal SIGINT'``, ``'signal SIGTERM'`` or
     ``'stop request'`` on the ranks that were told by another one).
     """
 
@@ -180,6 +184,55 @@ class StopControl:
 
     def device_name(self) -> str:
         return device_name(self.device, self.dist.world_size)
+
+    @contextlib.contextmanager
+    def _training_slice(self, time_limit_s: Optional[float], total: int, desc: str):
+        """One ``train()`` call: the deadline, the signal handlers, the progress bar (yielded; None without
+        ``progress``), this machine in ``cards`` and the wall-time clock; on the way out the handlers are put
+        back and the bar and the logger closed."""
+        self._deadline = deadline_after(time_limit_s)
+        self.stop_reason = None
+        self._saved_at = -1
+        old_handlers = self._install_signal_handlers()
+        pbar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            # disable=None: no bar when stderr is not a terminal (a redirected log gets no carriage-return frames)
+            pbar = tqdm(total=total, initial=self.step, desc=desc, dynamic_ncols=True, file=sys.stderr, disable=None)
+        if self.device_name() not in self.cards:
+            self.cards.append(self.device_name())
+        self._slice_clock = (time.perf_counter(), self.wall_time_s)
+        try:
+            yield pbar
+        finally:
+            restore_signal_handlers(old_handlers)
+            if pbar is not None:
+                pbar.close()
+            self.logger.close()
+
+    def _update_wall_time(self) -> None:
+        """``wall_time_s``: the seconds of the earlier slices plus those of this one so far."""
+        t_start, wall_base = self._slice_clock
+        self.wall_time_s = wall_base + time.perf_counter() - t_start
+
+    def _end_step(self, save: Callable[[], Any], save_now: bool, final: bool, at_sync_point: bool,
+                  before_stop: Optional[Callable[[], Any]] = None) -> bool:
+        """After step ``self.step``: update ``wall_time_s``, ``save()`` when ``save_now`` or ``final``, and
+        decide whether the slice ends here (:meth:`_should_stop`); if so call ``before_stop()``, save unless
+        this step was just saved, and return True (the loop breaks)."""
+        s = self.step
+        self._update_wall_time()
+        if save_now or final:
+            save()
+            self._saved_at = s
+        if final or not self._should_stop(self._deadline, at_sync_point):
+            return False
+        if before_stop is not None:
+            before_stop()
+        if self._saved_at != s:
+            save()
+        return True
 
     def _should_stop(self, deadline: Optional[float], at_sync_point: bool) -> bool:
         wanted = self.stop_reason is not None or (deadline is not None and time.monotonic() >= deadline)
@@ -265,9 +318,102 @@ class RunLogger:
         self._writer = None
 
 
+# ------------------------------------------------------------------------------------------ trainers
+
+
+class TrainerBase(StopControl):
+    """What both trainers do alike: device and process group, the run folder and its config, ``--resume``,
+    the checkpoint files and the run's progress in them (step, RNG, wall time, cards), time slices.
+
+    A subclass calls :meth:`_start_run` first in its ``__init__``, :meth:`_resume` once its modules and
+    optimisers exist and :meth:`_open_run_folder` last; it defines ``_train(time_limit_s)`` (its loop, in
+    :meth:`_training_slice`) and ``_load_training_state(path)`` (which ends with :meth:`_restore_run_state`),
+    and writes checkpoints with :meth:`_write_checkpoint`, their ``training`` entry built on :meth:`_run_state`.
+    """
+
+    write = True  # False: a run that writes nothing at all (GAN benchmarks)
+
+    def _start_run(self, experiment, dist_info: Optional[DistInfo], progress: bool) -> None:
+        """Device, process group and run folder of ``experiment`` (``device``, ``out_dir``, ``name``,
+        ``seed``); step 0; the global RNGs seeded."""
+        self.device, self.dist = training_device(experiment.device, dist_info)
+        self.progress = progress and self.dist.is_main
+        self.run_dir = Path(experiment.out_dir) / experiment.name
+        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self.step = 0
+        self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
+        self.cards: List[str] = []  # the devices this run has trained on (device_name; for the model manifest)
+        self.stop_reason = None
+        seed_everything(experiment.seed)
+
+    def _resume(self, resume: Optional[str]) -> bool:
+        """``--resume`` (:func:`resolve_resume`): load that training state; False when there is none."""
+        path = resolve_resume(resume, self.ckpt_dir)
+        if path is None:
+            return False
+        self._load_training_state(path)
+        return True
+
+    def _open_run_folder(self, save_config: Callable[[Path], Any]) -> None:
+        """The metrics logger and, on the main rank of a writing run, the run folder with the resolved config
+        (``save_config(path)``)."""
+        writes = self.dist.is_main and self.write
+        self.logger = RunLogger(self.run_dir, writes)
+        if writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with RunLock(self.run_dir):  # a second run on a busy folder stops here, before writing anything
+                save_config(self.run_dir / "config.yaml")
+
+    def _run_state(self) -> Dict[str, Any]:
+        """The ``training`` entries both trainers record: step, RNG state, world size, wall time, cards."""
+        return {"step": self.step, "rng": rng_state(), "world_size": self.dist.world_size,
+                "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
+
+    def _restore_run_state(self, tr: Mapping[str, Any]) -> None:
+        """Apply what :meth:`_run_state` recorded (inside :func:`restoring_from`)."""
+        self.step = int(tr["step"])
+        self.wall_time_s = float(tr.get("wall_time_s", 0.0))
+        self.cards = list(tr.get("cards", []))
+        set_rng_state(tr["rng"])
+
+    def _write_checkpoint(self, write: Callable[[Path], Any], keep: int, name: Optional[str] = None) -> Optional[Path]:
+        """Main rank of a writing run: :func:`save_and_prune` ``ckpt_dir/name`` (default
+        ``step_XXXXXXX.pt``) with ``write(path)``; returns the path, or None."""
+        if not (self.dist.is_main and self.write):
+            return None
+        return save_and_prune(write, self.ckpt_dir, name or step_checkpoint_name(self.step), keep)
+
+    def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
+        """Train to the last step, or until ``time_limit_s`` seconds pass or a first SIGINT / SIGTERM arrives:
+        then a checkpoint is written at the current step and ``stop_reason`` says why. Returns the last
+        logged values. The run folder is held (:func:`holding_run_folder`) throughout."""
+        with holding_run_folder(self.run_dir, enabled=self.dist.is_main and self.write):
+            return self._train(time_limit_s)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """This rank's training batches for steps ``self.step, self.step + 1, ...`` in the order of
+        :class:`~wagi.training.data.StepBatchSampler`: with ``data.preload`` gathered from the copy on the
+        training device (``_preload()``), otherwise from ``_loader(sampler)``."""
+        cfg = self.cfg
+        sampler = StepBatchSampler(len(self.train_set), cfg.train.batch_size, cfg.experiment.seed, self.dist.rank,
+                                   self.dist.world_size, start_step=self.step)
+        if cfg.data.preload:
+            pre = self._preload()
+            for indices in sampler:
+                yield pre.batch(indices)
+            return
+        yield from self._loader(sampler)
+
+    def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def _load_training_state(self, path: Path) -> None:
+        raise NotImplementedError
+
+
 __all__ = [
     "CHECKPOINT_DIR", "LATEST", "TrainingStopped", "training_device", "device_name", "seed_everything",
     "rng_state", "set_rng_state", "restoring_from", "holding_run_folder", "step_checkpoint_name", "resolve_resume",
-    "save_and_prune", "StopControl",
+    "save_and_prune", "StopControl", "TrainerBase",
     "restore_signal_handlers", "deadline_after", "RunLogger",
 ]

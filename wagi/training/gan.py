@@ -39,7 +39,6 @@ import inspect
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -57,25 +56,9 @@ from ..checkpoint import (
     load_generator,
     save_generator,
 )
-from ..fileio import RunLock
 from ..models.swagan import Discriminator, Generator
 from . import data as D
-from .common import (
-    CHECKPOINT_DIR,
-    RunLogger,
-    StopControl,
-    TrainingStopped,
-    holding_run_folder,
-    resolve_resume,
-    restore_signal_handlers,
-    restoring_from,
-    rng_state,
-    save_and_prune,
-    seed_everything,
-    set_rng_state,
-    step_checkpoint_name,
-    training_device,
-)
+from .common import RunLogger, TrainerBase, TrainingStopped, restoring_from
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
@@ -278,7 +261,7 @@ def _cpu_state(module: nn.Module) -> Dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-class GANTrainer(StopControl):
+class GANTrainer(TrainerBase):
     """Build G, D, g_ema, optimisers and data from a validated :class:`GANConfig`; ``train()`` runs it.
 
     Args:
@@ -297,19 +280,14 @@ class GANTrainer(StopControl):
                  dist_info: Optional[DistInfo] = None, write: bool = True):
         self.cfg = cfg
         ec, gc, dcfg, tc = cfg.experiment, cfg.generator, cfg.discriminator, cfg.train
-        self.device, self.dist = training_device(ec.device, dist_info)
+        self.write = write
+        self._start_run(ec, dist_info, progress)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
-        self.write = write
-        self.progress = progress and self.dist.is_main
-        self.run_dir = Path(ec.out_dir) / ec.name
-        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         self.max_steps = total_steps(cfg, self.dist.world_size)
         self.global_batch = tc.batch_size * self.dist.world_size
-        self.stop_reason: Optional[str] = None
 
         # The failure-prone, cheap things first: the data (a folder scan) before any model is built.
-        seed_everything(ec.seed)
         self.train_set = build_gan_dataset(cfg)
         D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
                            "data.train_dir" if not cfg.data.demo else "the demo training set (data.demo_images)")
@@ -332,14 +310,8 @@ class GANTrainer(StopControl):
         self.g_optim = self._adam(self.G, tc.g_reg_every if self.pl_on else 0)
         self.d_optim = self._adam(self.D, tc.d_reg_every if self.r1_on else 0)
         self.path_length_mean = torch.zeros((), device=self.device)
-        self.step = 0
-        self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
-        self.cards: List[str] = []  # the devices this run has trained on (for the model manifest)
 
-        resume_path = resolve_resume(resume, self.ckpt_dir)
-        if resume_path is not None:
-            self._load_training_state(resume_path)
-        elif gc.init is not None:
+        if not self._resume(resume) and gc.init is not None:
             self._warm_start(Path(gc.init))
 
         self.g_pass = GeneratorPass(self.G)
@@ -361,11 +333,7 @@ class GANTrainer(StopControl):
         self.rand = StepRandom(self.device)
         self.sample_z = torch.randn(tc.n_sample, gc.style_dim,
                                     generator=torch.Generator().manual_seed(ec.seed + SAMPLE_SEED))
-        self.logger = RunLogger(self.run_dir, self.dist.is_main and write)
-        if self.dist.is_main and write:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with RunLock(self.run_dir):  # a second run on a busy folder stops here, before writing anything
-                save_gan_config(cfg, self.run_dir / "config.yaml")
+        self._open_run_folder(lambda path: save_gan_config(cfg, path))
         self._reset_stats()
         self._first_bad = {t: torch.full((), NO_BAD_STEP, dtype=torch.long, device=self.device) for t in LOSS_TERMS}
         self._preloaded: Optional[PreloadedImages] = None
@@ -393,10 +361,9 @@ class GANTrainer(StopControl):
     # ------------------------------------------------------------------------------------ checkpoints
 
     def training_state(self) -> Dict[str, Any]:
-        return {"step": self.step, "path_length_mean": self.path_length_mean.detach().cpu().clone(),
-                "rng": rng_state(), "world_size": self.dist.world_size, "global_batch": self.global_batch,
-                "kimg": self.step * self.global_batch / 1000.0, "max_steps": self.max_steps,
-                "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
+        return {**self._run_state(), "path_length_mean": self.path_length_mean.detach().cpu().clone(),
+                "global_batch": self.global_batch, "kimg": self.step * self.global_batch / 1000.0,
+                "max_steps": self.max_steps}
 
     @torch.no_grad()
     def latent_avg(self) -> Tensor:
@@ -411,16 +378,13 @@ class GANTrainer(StopControl):
         ``generator`` kwargs, ``config``, ``g_ema``, ``latent_avg``) plus ``kind``, ``discriminator``
         kwargs, ``g``, ``d``, ``g_optim``, ``d_optim`` and ``training`` (step, rng, path_length_mean, ...).
         """
-        if not (self.dist.is_main and self.write):
-            return None
-
         def write(path: Path) -> None:
             save_generator(path, self.g_ema, self.latent_avg(), config=gan_to_dict(self.cfg), kind=CHECKPOINT_KIND,
                            discriminator=dict(self.D.config), g=_cpu_state(self.G), d=_cpu_state(self.D),
                            g_optim=_to_cpu(self.g_optim.state_dict()), d_optim=_to_cpu(self.d_optim.state_dict()),
                            training=self.training_state())
 
-        return save_and_prune(write, self.ckpt_dir, step_checkpoint_name(self.step), self.cfg.train.keep_checkpoints)
+        return self._write_checkpoint(write, self.cfg.train.keep_checkpoints)
 
     def _warm_start(self, path: Path) -> None:
         """Start G and g_ema from a trained generator (``generator.init``); D and the optimisers start fresh.
@@ -466,11 +430,8 @@ class GANTrainer(StopControl):
             self.g_optim.load_state_dict(ckpt["g_optim"])
             self.d_optim.load_state_dict(ckpt["d_optim"])
             tr = ckpt["training"]
-            self.step = int(tr["step"])
             self.path_length_mean.copy_(tr["path_length_mean"])
-            self.wall_time_s = float(tr.get("wall_time_s", 0.0))
-            self.cards = list(tr.get("cards", []))
-            set_rng_state(tr["rng"])
+            self._restore_run_state(tr)
         if self.dist.is_main:
             note = ""
             if int(tr.get("world_size", 1)) != self.dist.world_size:
@@ -668,16 +629,9 @@ class GANTrainer(StopControl):
 
     # ---------------------------------------------------------------------------------------- data
 
-    def batches(self) -> Iterator[Tensor]:
-        """This rank's real batches for steps ``self.step, self.step + 1, ...`` (on the device for preload)."""
-        cfg, tc, dc = self.cfg, self.cfg.train, self.cfg.data
-        sampler = D.StepBatchSampler(len(self.train_set), tc.batch_size, cfg.experiment.seed, self.dist.rank,
-                                     self.dist.world_size, start_step=self.step)
-        if dc.preload:
-            pre = self._preload()
-            for indices in sampler:
-                yield pre.batch(indices)
-            return
+    def _loader(self, sampler: D.StepBatchSampler) -> Iterator[Tensor]:
+        """The batches of ``sampler`` through a DataLoader, moved to the device."""
+        dc = self.cfg.data
         extra = {"prefetch_factor": dc.prefetch, "persistent_workers": True} if dc.workers > 0 else {}
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=dc.workers,
                             collate_fn=D.collate_images, pin_memory=self.device.type == "cuda", **extra)
@@ -694,30 +648,10 @@ class GANTrainer(StopControl):
 
     # ------------------------------------------------------------------------------------------ loops
 
-    def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
-        """Train to ``max_steps``, or until ``time_limit_s`` seconds pass or a stop signal arrives (then a
-        checkpoint is written at the current step). Returns the last logged values."""
-        with holding_run_folder(self.run_dir, enabled=self.dist.is_main and self.write):
-            return self._train(time_limit_s)
-
     def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
         tc = self.cfg.train
-        deadline = time.monotonic() + time_limit_s if time_limit_s is not None else None
-        self.stop_reason = None
-        old_handlers = self._install_signal_handlers()
-        pbar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            # disable=None: no bar when stderr is not a terminal (a redirected log gets no carriage-return frames)
-            pbar = tqdm(total=self.max_steps, initial=self.step, desc=self.cfg.experiment.name, dynamic_ncols=True,
-                        file=sys.stderr, disable=None)
         last: Dict[str, float] = {}
-        saved_at = -1
-        if self.device_name() not in self.cards:
-            self.cards.append(self.device_name())
-        t_start, wall_base = time.perf_counter(), self.wall_time_s
-        try:
+        with self._training_slice(time_limit_s, self.max_steps, self.cfg.experiment.name) as pbar:
             it = self.batches()
             self._reset_stats()
             while self.step < self.max_steps:
@@ -740,20 +674,9 @@ class GANTrainer(StopControl):
                                          g=f"{last.get('g_loss', float('nan')):.3f}")
                 if s % tc.sample_every == 0 or final:
                     self.write_samples()
-                self.wall_time_s = wall_base + time.perf_counter() - t_start
-                if s % tc.save_every == 0 or final:
-                    self.save()
-                    saved_at = s
-                if not final and self._should_stop(deadline, at_sync_point=log_now):
-                    self.check_finite()
-                    if saved_at != s:
-                        self.save()
+                if self._end_step(self.save, s % tc.save_every == 0, final, at_sync_point=log_now,
+                                  before_stop=self.check_finite):
                     break
-        finally:
-            restore_signal_handlers(old_handlers)
-            if pbar is not None:
-                pbar.close()
-            self.logger.close()
         return last
 
     def benchmark(self, n_steps: int, warmup: int = BENCHMARK_WARMUP) -> Dict[str, Any]:

@@ -35,10 +35,9 @@ import contextlib
 import logging
 import math
 import random
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -48,29 +47,12 @@ from .. import wavelets as wv
 from ..builders import build_criterion, build_datasets, build_generator, dataset_source
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
-from ..fileio import RunLock
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective
 from ..models.wagi import WaGI
 from ..tensors import resize
 from . import data as D
-from .common import (
-    CHECKPOINT_DIR,
-    RunLogger,
-    StopControl,
-    TrainingStopped,
-    deadline_after,
-    holding_run_folder,
-    resolve_resume,
-    restore_signal_handlers,
-    restoring_from,
-    rng_state,
-    save_and_prune,
-    seed_everything,
-    set_rng_state,
-    step_checkpoint_name,
-    training_device,
-)
+from .common import TrainerBase, TrainingStopped, restoring_from
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .optim import build_optimizer, build_scheduler
 
@@ -145,7 +127,7 @@ class FusionStep(nn.Module):
         return loss, logs, w, img
 
 
-class Trainer(StopControl):
+class Trainer(TrainerBase):
     """Build everything from a validated config and run ``train()``. See the module docstring.
 
     Attributes: ``model`` (:class:`WaGI`), ``optimizer``, ``scheduler``, ``step`` (steps done), ``run_dir``,
@@ -155,15 +137,11 @@ class Trainer(StopControl):
     def __init__(self, cfg: WaGIConfig, resume: Optional[str] = None, progress: bool = True,
                  dist_info: Optional[DistInfo] = None):
         self.cfg = cfg
-        self.device, self.dist = training_device(cfg.experiment.device, dist_info)
-        self.progress = progress and self.dist.is_main
-        self.run_dir = Path(cfg.experiment.out_dir) / cfg.experiment.name
-        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self._start_run(cfg.experiment, dist_info, progress)
         tc = cfg.train
 
         # Build the cheap, failure-prone things first (weights files, datasets) before heavy work; the generator
         # checkpoint comes first, so that a config that does not match it fails at once.
-        seed_everything(cfg.experiment.seed)
         generator = latent_avg = None
         if cfg.generator.ckpt:
             generator, latent_avg = build_generator(cfg)
@@ -176,17 +154,11 @@ class Trainer(StopControl):
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, tc.optimizer, tc.lr, tc.betas, tc.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, tc.scheduler, tc.max_steps)
-        self.step = 0
         self.best_val: Optional[float] = None  # lowest validation MSE so far, and the step it was measured at
         self.best_step: Optional[int] = None
-        self.wall_time_s = 0.0  # seconds spent in train(), summed over every resumed slice
-        self.cards: List[str] = []  # the devices this run has trained on (common.device_name)
-        self.stop_reason: Optional[str] = None
         self._preloaded: Optional[D.PreloadedImages] = None
 
-        resume_path = resolve_resume(resume, self.ckpt_dir)
-        if resume_path is not None:
-            self._load_training_state(resume_path)
+        self._resume(resume)
         self._apply_progressive_schedule()  # a function of the step: a resumed run continues the schedule
 
         if tc.stage == "encoder":
@@ -200,11 +172,7 @@ class Trainer(StopControl):
             self.ddp_module = nn.parallel.DistributedDataParallel(
                 self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with RunLock(self.run_dir):  # a second run on a busy folder stops here, before writing anything
-                save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = RunLogger(self.run_dir, self.dist.is_main)
+        self._open_run_folder(lambda path: save_config(cfg, path))
         self._set_train_modes()
 
     # --------------------------------------------------------------------------------------- setup
@@ -272,19 +240,15 @@ class Trainer(StopControl):
     # --------------------------------------------------------------------------------- checkpoints
 
     def training_state(self) -> Dict[str, Any]:
-        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "best_val": self.best_val, "best_step": self.best_step,
-                "world_size": self.dist.world_size, "n_active": self.model.n_active,
-                "wall_time_s": self.wall_time_s, "cards": list(self.cards)}
+        return {**self._run_state(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "best_val": self.best_val, "best_step": self.best_step, "n_active": self.model.n_active}
 
     def save(self, tag: Optional[str] = None) -> Optional[Path]:
         """Atomically write ``step_XXXXXXX.pt`` and ``latest.pt`` (main process only)."""
-        if not self.dist.is_main:
-            return None
-        ckpt = self.model.checkpoint_dict(training=self.training_state())
-        name = f"{tag}.pt" if tag else step_checkpoint_name(self.step)
-        return save_and_prune(lambda path: save_checkpoint(ckpt, path), self.ckpt_dir, name,
-                              self.cfg.train.keep_checkpoints)
+        def write(path: Path) -> None:
+            save_checkpoint(self.model.checkpoint_dict(training=self.training_state()), path)
+
+        return self._write_checkpoint(write, self.cfg.train.keep_checkpoints, f"{tag}.pt" if tag else None)
 
     def update_best(self, val_mse: float) -> Optional[Path]:
         """Record a validation MSE measured at the current step; when it is the lowest so far (and finite),
@@ -317,12 +281,9 @@ class Trainer(StopControl):
             tr = ckpt["training"]
             self.optimizer.load_state_dict(tr["optimizer"])
             self.scheduler.load_state_dict(tr["scheduler"])
-            self.step = int(tr["step"])
             self.best_val = tr.get("best_val")
             self.best_step = tr.get("best_step")
-            self.wall_time_s = float(tr.get("wall_time_s", 0.0))
-            self.cards = list(tr.get("cards", []))
-            set_rng_state(tr["rng"])
+            self._restore_run_state(tr)
         if self.dist.is_main:
             logger.info("resumed from %s at step %d", path, self.step)
 
@@ -417,18 +378,9 @@ class Trainer(StopControl):
         self._set_train_modes()
         return {k: v / max(count, 1) for k, v in sums.items()}
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """This rank's training batches for steps ``self.step, self.step + 1, ...`` (on the device with
-        ``data.preload``; the step moves them there otherwise)."""
-        cfg, dc = self.cfg, self.cfg.data
-        sampler = D.StepBatchSampler(len(self.train_set), cfg.train.batch_size, cfg.experiment.seed, self.dist.rank,
-                                     self.dist.world_size, start_step=self.step)
-        if dc.preload:
-            pre = self._preload()
-            for indices in sampler:
-                yield pre.batch(indices)
-            return
-        yield from D.train_loader(self.train_set, sampler, dc.workers, cfg.experiment.seed)
+    def _loader(self, sampler: D.StepBatchSampler) -> Iterable[torch.Tensor]:
+        """The batches of ``sampler`` on the CPU (:func:`~wagi.training.data.train_loader`); the step moves them."""
+        return D.train_loader(self.train_set, sampler, self.cfg.data.workers, self.cfg.experiment.seed)
 
     def _preload(self) -> D.PreloadedImages:
         if self._preloaded is None:
@@ -438,33 +390,12 @@ class Trainer(StopControl):
                                                dc.workers, self.progress)
         return self._preloaded
 
-    def train(self, time_limit_s: Optional[float] = None) -> Dict[str, float]:
-        """Train to ``train.max_steps``, or until ``time_limit_s`` seconds pass or a first SIGINT / SIGTERM
-        arrives: then a checkpoint is written at the current step and ``stop_reason`` says why. Returns the
-        last step's loss terms."""
-        with holding_run_folder(self.run_dir, enabled=self.dist.is_main):
-            return self._train(time_limit_s)
-
     def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
         cfg, tc = self.cfg, self.cfg.train
-        deadline = deadline_after(time_limit_s)
-        self.stop_reason = None
-        old_handlers = self._install_signal_handlers()
         self._set_train_modes()
-        pbar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            # disable=None: no bar when stderr is not a terminal (a redirected log gets no carriage-return frames)
-            pbar = tqdm(total=tc.max_steps, initial=self.step, desc=f"{cfg.experiment.name} [{tc.stage}]",
-                        dynamic_ncols=True, file=sys.stderr, disable=None)
-        if self.device_name() not in self.cards:
-            self.cards.append(self.device_name())
-        t_start, wall_base = time.perf_counter(), self.wall_time_s
         last_logs: Dict[str, float] = {}
-        saved_at = -1
-        t0 = time.time()
-        try:
+        with self._training_slice(time_limit_s, tc.max_steps, f"{cfg.experiment.name} [{tc.stage}]") as pbar:
+            t0 = time.time()
             it = self.batches()
             while self.step < tc.max_steps:
                 x = next(it)
@@ -496,22 +427,13 @@ class Trainer(StopControl):
                                 pbar.write(line)  # above the bar
                             else:  # --no-progress hides the bar, not the results
                                 print(line, flush=True)
-                            self.wall_time_s = wall_base + time.perf_counter() - t_start
+                            self._update_wall_time()
                             self.update_best(val["mse"])
                     barrier(self.dist)
-                self.wall_time_s = wall_base + time.perf_counter() - t_start
-                if s % tc.save_every == 0 or final:
-                    self.save()
-                    barrier(self.dist)
-                    saved_at = s
-                if not final and self._should_stop(deadline, at_sync_point=log_now):
-                    if saved_at != s:
-                        self.save()
-                        barrier(self.dist)
+                if self._end_step(self._save_synced, s % tc.save_every == 0, final, at_sync_point=log_now):
                     break
-        finally:
-            restore_signal_handlers(old_handlers)
-            if pbar is not None:
-                pbar.close()
-            self.logger.close()
         return last_logs
+
+    def _save_synced(self) -> None:
+        self.save()
+        barrier(self.dist)
