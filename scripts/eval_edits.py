@@ -33,7 +33,7 @@ quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, ex
 import torch
 
 from wagi.bundle import BundleError, resolve_model_specs
-from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E501
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, fail, parse_refusing_existing, positive_int  # noqa: E501
 from wagi.data.demo_faces import check_seed_range
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing.benchmark import (
@@ -92,10 +92,9 @@ def _models(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    refusal = existing_outputs_error(args.output, OUTPUTS, args.overwrite)
-    if refusal:
-        return fail(refusal)
+    args = parse_refusing_existing(build_parser(), argv, OUTPUTS)
+    if args is None:
+        return 2
     try:
         check_seed_range(args.seed_offset, args.n)
         if args.seed_offset < EDIT_TUNE_SEED_OFFSET < args.seed_offset + args.n:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from wagi import wavelets as wv
 from wagi.bundle import BundleError, resolve_model_specs
-from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, existing_outputs_error, fail, positive_int  # noqa: E501
+from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, fail, parse_refusing_existing, positive_int  # noqa: E501
 from wagi.data.demo_faces import face_tensor, render_face
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import sefa_directions
@@ -174,10 +174,9 @@ def markdown(results, meta) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    refusal = existing_outputs_error(args.output, OUTPUTS, args.overwrite)
-    if refusal:
-        return fail(refusal)
+    args = parse_refusing_existing(build_parser(), argv, OUTPUTS)
+    if args is None:
+        return 2
     try:
         device = resolve_device(args.device)
         models = _models(args)

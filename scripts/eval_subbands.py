@@ -42,7 +42,7 @@ from wagi.cli import DefaultsHelpFormatter, batch_size, quiet_interrupts, run_ma
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.cli import named_path, positive_int
+from wagi.cli import add_comparison_flags, named_path, positive_int
 from wagi.devices import DEVICE_CHOICES, describe_device, resolve_device
 from wagi.evaluation import DEFAULT_EVAL_SIZE, evaluate_folders
 from wagi.fileio import printable, remove_stale_temps
@@ -86,9 +86,7 @@ def ground_truth_size(gt_dir: Path) -> Optional[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
-    p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
-                   help="a method's reconstruction folder (repeatable)")
+    add_comparison_flags(p, "a method's reconstruction folder (repeatable)")
     p.add_argument("--model", type=named_path, action="append", default=[], metavar="NAME=CKPT",
                    help="invert --gt with this WaGI checkpoint first, then evaluate it as NAME (repeatable)")
     p.add_argument("--levels", type=positive_int, default=1, metavar="L", help="Haar levels")

@@ -31,7 +31,7 @@ from wagi.cli import DefaultsHelpFormatter, quiet_interrupts, run_main
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
-from wagi.cli import named_path, positive_int
+from wagi.cli import add_comparison_flags, positive_int
 from wagi.data.demo_faces import TEST_SEED_OFFSET
 from wagi.figures import AUTO_CROPS, MAX_WIDTH, FigureInputError, parse_crops, qualitative_grid
 from wagi.fileio import atomic_write
@@ -65,9 +65,7 @@ def _crops(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
-    p.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
-                   help="a method's reconstruction folder (repeatable; columns in this order)")
+    add_comparison_flags(p, "a method's reconstruction folder (repeatable; columns in this order)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUT, metavar="PNG", help="output PNG")
     p.add_argument("--n", type=positive_int, default=4, help="images chosen automatically without --names")
     p.add_argument("--names", default=None, metavar="A,B",

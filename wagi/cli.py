@@ -153,6 +153,25 @@ def existing_outputs_error(out_dir: Path, names, overwrite: bool) -> Optional[st
     return None
 
 
+def parse_refusing_existing(parser: argparse.ArgumentParser, argv, outputs) -> Optional[argparse.Namespace]:
+    """Parse ``argv``; None, after printing the refusal line, when ``args.output`` already holds any of
+    ``outputs`` and ``--overwrite`` is off (the report scripts' first step; their exit status is then 2)."""
+    args = parser.parse_args(argv)
+    refusal = existing_outputs_error(args.output, outputs, args.overwrite)
+    if refusal:
+        fail(refusal)
+        return None
+    return args
+
+
+def add_comparison_flags(parser: argparse.ArgumentParser, method_help: str) -> None:
+    """``--gt DIR`` and the repeatable ``--method NAME=DIR`` of the scripts that compare reconstructions with
+    ground truth (one meaning of ``--method`` everywhere)."""
+    parser.add_argument("--gt", type=Path, required=True, metavar="DIR", help="ground-truth image folder")
+    parser.add_argument("--method", type=named_path, action="append", default=[], metavar="NAME=DIR",
+                        help=method_help)
+
+
 def _edit_gate(text: str):
     if text.strip().lower() in ("none", "null", "off"):
         return "none"

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wagi.fileio import PathLike
 from wagi.imageio import ImageItem, ImageLoadError, InputNotFoundError, LoadReport, find_images, load_image
 from wagi.metrics import SHARE_PREFIX, SSIM_WINDOW, PerceptualMetrics, band_keys, band_shares, compute_metrics
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 DEFAULT_EVAL_SIZE = 256  # the protocol of the compared works: everything at 256 x 256
 LISTED_NAMES = 10  # file names listed per mismatch kind in messages and in results.md (JSON has all)

@@ -52,11 +52,11 @@ from wagi.data.demo_faces import (
     text_unit_box,
 )
 from wagi.evaluation import index_by_key, pair_key
+from wagi.fileio import PathLike
 from wagi.imageio import ImageItem, InputNotFoundError, find_images, load_image
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 Box = Tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, x1 and y1 exclusive
 UnitBox = Tuple[float, float, float, float]
 

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from wagi.checkpoint import save_checkpoint
-from wagi.fileio import atomic_write, remove_stale_temps
+from wagi.fileio import PathLike, atomic_write, remove_stale_temps
 from wagi.imageio import (
     POLICIES,
     ImageIOError,
@@ -58,7 +58,6 @@ from wagi.imageio import (
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CKPT = PROJECT_ROOT / "pretrained" / "demo" / "wagi.pt"  # bundled demo model (docs/results.md)

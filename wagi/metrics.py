@@ -33,9 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wagi.fileio import PathLike
 from wagi.wavelets import HIGH_BANDS, subband_mse
-
-PathLike = Union[str, os.PathLike]
 
 PIXEL_RANGE = 2.0  # peak-to-peak value range of images in [-1, 1]
 SSIM_WINDOW = 11  # Gaussian window side of Wang et al. (2004)

@@ -61,21 +61,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from wagi.checkpoint import CheckpointError, infer_generator_kwargs, save_generator
+from wagi.fileio import PathLike
 from wagi.models.layers import DEFAULT_BLUR_KERNEL
 from wagi.models.swagan import WAVELET_CHANNELS, Generator
-
-PathLike = Union[str, os.PathLike]
 
 FORMAT_NAME = "swagan-tf"
 SYNTHESIS_FUNC = "G_synthesis_wavelets"

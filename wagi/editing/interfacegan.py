@@ -15,7 +15,6 @@ recognised as foreign by shape alone.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -23,11 +22,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from wagi.fileio import PathLike
+
 from ..checkpoint import load_checkpoint
 from ..fileio import atomic_write
 from .directions import LayerRange, as_rows, restrict_layers
 
-PathLike = Union[str, os.PathLike]
 Tensor = torch.Tensor
 
 # W+ entries of rosinality's / NVlabs' StyleGAN2 at a resolution: 2 log2(size) - 2.

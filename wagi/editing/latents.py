@@ -27,9 +27,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from wagi.fileio import PathLike
+
 from ..imageio import IMAGE_EXTENSIONS
 
-PathLike = Union[str, os.PathLike]
 Tensor = torch.Tensor
 
 LATENT_KEYS = ("latents", "w_plus", "latent", "w")

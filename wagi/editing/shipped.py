@@ -15,17 +15,16 @@ model shares the bundle's generator (``generator_sha256`` names it).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 
+from wagi.fileio import PathLike
+
 from ..bundle import BundleError, read_manifest
 from .interfacegan import load_boundary
-
-PathLike = Union[str, os.PathLike]
 
 DIRECTION_KIND = "direction"
 DIRECTIONS_DIR = "directions"  # sub-folder of the bundle holding the boundary files

@@ -42,7 +42,6 @@ Latent mapper
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
@@ -52,13 +51,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from wagi.fileio import PathLike
+
 from ..checkpoint import FORMAT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ..models.encoders import style_split
 from ..models.layers import EqualLinear, PixelNorm
 from .factorization import ganspace_directions
 
 Tensor = torch.Tensor
-PathLike = Union[str, os.PathLike]
 
 # ------------------------------------------------------------------------------------------- CLIP
 # CLIP prompts are averaged over templates (StyleCLIP averages ImageNet's 80); these few suit both

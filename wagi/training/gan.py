@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -66,7 +65,6 @@ from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
 logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-PathLike = Union[str, os.PathLike]
 
 # Buffers (noise maps, FIR and Haar kernels) never change: DDP need not broadcast them at every forward.
 # The option was renamed in recent PyTorch releases.
