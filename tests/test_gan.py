@@ -301,6 +301,32 @@ def test_resume_is_exact(tmp_path, capsys):
     assert "r1" in la[5] and "path_loss" in la[5]  # both lazy regularisers ran after the resume (step 4)
 
 
+def test_separate_learning_rates_and_the_config_wins_on_resume(tmp_path, capsys):
+    def settings(t):
+        return [(o.param_groups[0]["lr"], tuple(o.param_groups[0]["betas"])) for o in (t.g_optim, t.d_optim)]
+
+    tc = _cfg(tmp_path).train
+    cg, cd = tc.g_reg_every / (tc.g_reg_every + 1), tc.d_reg_every / (tc.d_reg_every + 1)
+    t = GANTrainer(_cfg(tmp_path, "experiment.name=lr", "train.max_steps=2", "train.save_every=2",
+                        "train.g_lr=0.001", "train.d_lr=0.004"), progress=False)
+    (g_lr, g_betas), (d_lr, d_betas) = settings(t)
+    assert g_lr == pytest.approx(0.001 * cg) and d_lr == pytest.approx(0.004 * cd)  # lazy-regularisation factor c
+    assert g_betas == pytest.approx((tc.betas[0] ** cg, tc.betas[1] ** cg))
+    t.train()
+    del t
+    capsys.readouterr()
+    # A resumed Adam state carries the saved lr; the config's new values must replace it.
+    resumed = GANTrainer(_cfg(tmp_path, "experiment.name=lr", "train.max_steps=4", "train.lr=0.0005"),
+                         resume="auto", progress=False)
+    (g_lr, _), (d_lr, _) = settings(resumed)
+    assert g_lr == pytest.approx(0.0005 * cg) and d_lr == pytest.approx(0.0005 * cd)
+    err = capsys.readouterr().err
+    assert f"G optimiser: lr {0.001 * cg:.6g} -> {0.0005 * cg:.6g}" in err
+    assert f"D optimiser: lr {0.004 * cd:.6g} -> {0.0005 * cd:.6g}" in err and "betas" not in err
+    with pytest.raises(ConfigError, match="train.g_lr"):
+        _cfg(tmp_path, "train.g_lr=0")
+
+
 def test_discriminator_loss_falls_on_a_fixed_batch(tmp_path):
     t = GANTrainer(_cfg(tmp_path, "data.hflip=false"), progress=False, write=False)
     real = torch.stack([t.train_set[i] for i in range(4)])

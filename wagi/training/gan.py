@@ -305,8 +305,8 @@ class GANTrainer(TrainerBase):
 
         self.r1_on = tc.r1 > 0 and tc.d_reg_every > 0
         self.pl_on = tc.path_regularize > 0 and tc.g_reg_every > 0
-        self.g_optim = self._adam(self.G, tc.g_reg_every if self.pl_on else 0)
-        self.d_optim = self._adam(self.D, tc.d_reg_every if self.r1_on else 0)
+        self.g_optim = self._adam(self.G, *self._adam_settings("g"))
+        self.d_optim = self._adam(self.D, *self._adam_settings("d"))
         self.path_length_mean = torch.zeros((), device=self.device)
 
         if not self._resume(resume) and gc.init is not None:
@@ -338,13 +338,34 @@ class GANTrainer(TrainerBase):
 
     # ------------------------------------------------------------------------------------------ setup
 
-    def _adam(self, module: nn.Module, reg_every: int) -> torch.optim.Optimizer:
-        """Adam with the lazy-regularisation correction ``lr * c``, ``betas ** c``, ``c = k / (k + 1)``."""
+    def _adam_settings(self, which: str) -> Tuple[float, Tuple[float, float]]:
+        """``(lr, betas)`` of the G (``'g'``) or D (``'d'``) optimiser: ``train.g_lr`` / ``train.d_lr`` (else
+        ``train.lr``) and ``train.betas`` with the lazy-regularisation correction ``lr * c``, ``betas ** c``,
+        ``c = k / (k + 1)`` for the regulariser's interval ``k`` (``c = 1`` when it is off)."""
         tc = self.cfg.train
+        if which == "g":
+            lr, reg_every = (tc.g_lr if tc.g_lr is not None else tc.lr), (tc.g_reg_every if self.pl_on else 0)
+        else:
+            lr, reg_every = (tc.d_lr if tc.d_lr is not None else tc.lr), (tc.d_reg_every if self.r1_on else 0)
         c = reg_every / (reg_every + 1) if reg_every > 0 else 1.0
-        betas = (tc.betas[0] ** c, tc.betas[1] ** c)
+        return lr * c, (tc.betas[0] ** c, tc.betas[1] ** c)
+
+    def _adam(self, module: nn.Module, lr: float, betas: Tuple[float, float]) -> torch.optim.Optimizer:
         fused = {"fused": True} if self.device.type == "cuda" else {}
-        return torch.optim.Adam(module.parameters(), lr=tc.lr * c, betas=betas, **fused)
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **fused)
+
+    def _apply_adam_settings(self) -> None:
+        """Set both optimisers' lr and betas from the config (a resumed Adam state carries the saved run's):
+        the config wins, so ``--set train.lr=...`` takes effect on ``--resume``; unchanged values are a no-op."""
+        for which, optim in (("g", self.g_optim), ("d", self.d_optim)):
+            lr, betas = self._adam_settings(which)
+            for group in optim.param_groups:
+                if group["lr"] != lr:
+                    logger.info("%s optimiser: lr %.6g -> %.6g (from this config)", which.upper(), group["lr"], lr)
+                if tuple(group["betas"]) != betas:
+                    logger.info("%s optimiser: betas %s -> %s (from this config)", which.upper(),
+                                tuple(group["betas"]), betas)
+                group["lr"], group["betas"] = lr, betas
 
     @staticmethod
     def _requires_grad(module: nn.Module, flag: bool) -> None:
@@ -427,6 +448,7 @@ class GANTrainer(TrainerBase):
             self.g_ema.load_state_dict(ckpt["g_ema"], strict=True)
             self.g_optim.load_state_dict(ckpt["g_optim"])
             self.d_optim.load_state_dict(ckpt["d_optim"])
+            self._apply_adam_settings()
             tr = ckpt["training"]
             self.path_length_mean.copy_(tr["path_length_mean"])
             self._restore_run_state(tr)

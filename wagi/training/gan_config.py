@@ -92,6 +92,8 @@ class GANTrainConfig:
     kimg: Optional[float] = None           # alternative length: thousands of real images shown (all ranks)
     batch_size: int = 16                   # per process
     lr: float = 0.002
+    g_lr: Optional[float] = None           # generator's learning rate (null: lr); below d_lr: two time-scale updates
+    d_lr: Optional[float] = None           # discriminator's learning rate (null: lr)
     betas: List[float] = field(default_factory=lambda: [0.0, 0.99])
     r1: float = 10.0                       # R1 weight gamma (0: off)
     d_reg_every: int = 16                  # lazy R1 interval (0: off)
@@ -154,7 +156,8 @@ def _check_consistency(cfg: GANConfig) -> None:
         "generator.channel_multiplier": g.channel_multiplier, "generator.channel_max": g.channel_max,
         "generator.lr_mlp": g.lr_mlp, "discriminator.channel_multiplier": d.channel_multiplier,
         "discriminator.channel_max": d.channel_max, "data.demo_images": dc.demo_images, "data.prefetch": dc.prefetch,
-        "train.batch_size": tc.batch_size, "train.lr": tc.lr, "train.kimg": tc.kimg,
+        "train.batch_size": tc.batch_size, "train.lr": tc.lr, "train.g_lr": tc.g_lr, "train.d_lr": tc.d_lr,
+        "train.kimg": tc.kimg,
         "train.path_batch_shrink": tc.path_batch_shrink, "train.ema_half_life_kimg": tc.ema_half_life_kimg,
         "train.ema_rampup": tc.ema_rampup, "train.log_every": tc.log_every, "train.sample_every": tc.sample_every,
         "train.save_every": tc.save_every, "train.n_sample": tc.n_sample,
