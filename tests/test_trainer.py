@@ -126,6 +126,25 @@ def test_best_checkpoint_holds_the_lowest_validation(tmp_path):
     assert t.validate()["mse"] == pytest.approx(vals[best_step], rel=1e-6)
 
 
+def test_resume_takes_the_learning_rate_from_the_config(tmp_path, capsys):
+    common = ["train.val_every=100", "train.image_every=100", "train.scheduler=cosine"]
+    Trainer(_cfg(tmp_path, "train.max_steps=2", "train.save_every=2", "train.lr=0.001", *common),
+            progress=False).train()
+    capsys.readouterr()
+    resumed = Trainer(_cfg(tmp_path, "train.max_steps=4", "train.lr=0.0004", *common), resume="auto", progress=False)
+    group = resumed.optimizer.param_groups[0]
+    cosine = 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 2 / 4))).item()  # step 2 of 4
+    assert resumed.scheduler.base_lrs == [0.0004] and group["lr"] == pytest.approx(0.0004 * cosine)
+    assert "optimiser: lr 0.001 -> 0.0004 (from this config)" in capsys.readouterr().err
+    # The saved state holds lr 0 (the end of its 2-step cosine); the longer schedule's lr at step 2 replaces it.
+    longer = Trainer(_cfg(tmp_path, "train.max_steps=4", "train.lr=0.001", *common), resume="auto", progress=False)
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * cosine)
+    assert "optimiser: lr at step 2 0 -> 0.0005 (schedule)" in capsys.readouterr().err
+    same = Trainer(_cfg(tmp_path, "train.max_steps=2", "train.lr=0.001", *common), resume="auto", progress=False)
+    assert same.optimizer.param_groups[0]["lr"] == 0.0
+    assert "optimiser:" not in capsys.readouterr().err  # the saved run's own config changes nothing
+
+
 def test_best_validation_survives_resume(tmp_path):
     def scripted(trainer, mses):
         real = trainer.validate

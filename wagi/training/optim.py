@@ -74,3 +74,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, max_steps: int)
         return torch.optim.lr_scheduler.LambdaLR(
             target, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max(max_steps, 1))))
     raise ValueError(f"unknown scheduler {name!r} (constant, cosine)")
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, lr: float, betas, weight_decay: float
+                          ) -> List[str]:
+    """Make a resumed optimiser follow the config: a loaded state carries the saved run's lr (the scheduler's
+    base lr), betas and weight decay, and the lr its schedule gave at the saved step (stale when the config's
+    schedule differs, e.g. a cosine over a longer ``max_steps``: it was 0 at the old end). The current lr becomes
+    ``lr × schedule(step)`` of this config. Returns a line per change (empty when the config is the saved run's,
+    so an unchanged resume stays exact)."""
+    target = optimizer.inner if isinstance(optimizer, Lookahead) else optimizer
+    changes = []
+    for i, group in enumerate(target.param_groups):
+        if scheduler.base_lrs[i] != lr:
+            changes.append(f"lr {scheduler.base_lrs[i]:.6g} -> {lr:.6g}")
+            scheduler.base_lrs[i] = lr
+            group["initial_lr"] = lr
+        current = lr * scheduler.lr_lambdas[i](scheduler.last_epoch)
+        if group["lr"] != current:
+            changes.append(f"lr at step {scheduler.last_epoch} {group['lr']:.6g} -> {current:.6g} (schedule)")
+            group["lr"] = current
+        if tuple(group["betas"]) != tuple(betas):
+            changes.append(f"betas {tuple(group['betas'])} -> {tuple(betas)}")
+            group["betas"] = tuple(betas)
+        if group["weight_decay"] != weight_decay:
+            changes.append(f"weight decay {group['weight_decay']:.6g} -> {weight_decay:.6g}")
+            group["weight_decay"] = weight_decay
+    return changes
+

@@ -54,7 +54,7 @@ from ..tensors import resize
 from . import data as D
 from .common import TrainerBase, TrainingStopped, restoring_from
 from .distributed import DistInfo, all_reduce_mean, barrier
-from .optim import build_optimizer, build_scheduler
+from .optim import apply_hyperparameters, build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,9 @@ class Trainer(TrainerBase):
             tr = ckpt["training"]
             self.optimizer.load_state_dict(tr["optimizer"])
             self.scheduler.load_state_dict(tr["scheduler"])
+            tc = self.cfg.train
+            for change in apply_hyperparameters(self.optimizer, self.scheduler, tc.lr, tc.betas, tc.weight_decay):
+                logger.info("optimiser: %s (from this config)", change)
             self.best_val = tr.get("best_val")
             self.best_step = tr.get("best_step")
             self._restore_run_state(tr)
