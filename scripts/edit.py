@@ -60,6 +60,7 @@ from wagi.imageio import (
 )
 from wagi.inference import DEMO_CKPT, resolve_checkpoint, shown_path
 from wagi.models.wagi import WaGI
+from wagi.precision import PRECISIONS, precision_context
 
 DEFAULT_CKPT = DEMO_CKPT
 DEFAULT_OUTPUT = Path("outputs") / "edits"  # relative to the working directory, inside the ignored outputs/
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, metavar="START:END", help="apply only to W+ entries [START, END)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"output folder (default {DEFAULT_OUTPUT})")
     p.add_argument("--individual", action="store_true", help="also write each strength as its own image")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32: the model as it is; bf16 / fp16: inversion and edits under autocast (GPU)")
     p.add_argument("--plain", action="store_true",
                    help="strips of the edit panels only: no input panel, no strength captions")
     p.add_argument("--no-fusion", action="store_true", help="do not re-apply the wavelet fusion to edited images")
@@ -212,7 +215,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return fail(str(err))
         bar = tqdm(total=len(items), unit="img", desc="edit", disable=None)
         for batch, batch_items in iter_batches(items, model.image_size, args.batch_size, args.policy, report=report):
-            out = render_edits(model, batch.to(device), edit, strengths, fuse=fuse)  # (S, B, 3, H, W)
+            with precision_context(device, args.precision):
+                out = render_edits(model, batch.to(device), edit, strengths, fuse=fuse)  # (S, B, 3, H, W)
+            out = out.float()
             for b, item in enumerate(batch_items):
                 write(item.rel, out[:, b], protected, source=None if args.plain else batch[b])
             bar.update(len(batch_items))
@@ -229,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for start in range(0, len(codes), args.batch_size):
             chunk = codes[start:start + args.batch_size]
             w = torch.stack([c for _, c in chunk]).to(device=device, dtype=model.latent_avg.dtype)
-            out = render_edits(model, w, edit, strengths, fuse=False)
+            with precision_context(device, args.precision):
+                out = render_edits(model, w, edit, strengths, fuse=False).float()
             for b, (name, _) in enumerate(chunk):
                 write(name, out[:, b], protected)
 

@@ -47,6 +47,7 @@ from wagi.inference import (
     resolve_checkpoint,
     shown_path,
 )
+from wagi.precision import PRECISIONS
 
 logger = logging.getLogger("wagi.scripts.invert")
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"images per model call (default {DEFAULT_BATCH}; the last batch may be smaller)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto: CUDA when available, else CPU")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32: the model as it is; bf16 / fp16: every model call under autocast (GPU; see "
+                        "docs/performance.md for their accuracy)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--policy", choices=POLICIES, default="center_crop",
@@ -146,7 +150,8 @@ def main(argv=None) -> int:
         summary = invert_folder(model, items, args.output, batch_size=args.batch_size, policy=args.policy, fuse=fuse,
                                 save_latents=args.save_latents, latents_bundle=args.latents_bundle,
                                 side_by_side=args.side_by_side, overwrite=args.overwrite,
-                                progress=False if args.no_progress else None, report=report)
+                                progress=False if args.no_progress else None, report=report,
+                                precision=args.precision)
     except OutputExistsError as err:
         _error(str(err))
         return 2

@@ -55,6 +55,7 @@ from wagi.imageio import (
     save_image,
     save_strip,
 )
+from wagi.precision import check_precision, precision_context
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def invert_folder(
     progress: Optional[bool] = None,
     report: Optional[LoadReport] = None,
     log: Callable[[str], None] = logger.warning,
+    precision: str = "fp32",
 ) -> InvertSummary:
     """Invert image files with ``model`` (a :class:`wagi.models.wagi.WaGI`, already on its device and in
     eval mode) and write the outputs under ``out_dir``; see the module docstring for the layout.
@@ -241,6 +243,8 @@ def invert_folder(
             existing output is skipped (one line) and a bundle that exists raises
             :class:`OutputExistsError` before any work.
         progress: tqdm bar (``None``: only when stderr is a terminal).
+        precision: ``'fp32'`` (as the model is), ``'bf16'`` or ``'fp16'`` (each call under autocast;
+            :mod:`wagi.precision`). Outputs are written from fp32 copies either way.
         report: collects failures (pass one shared with other steps so each bad file is named once).
         log: receives one line per failed, skipped or renamed file.
     Returns:
@@ -250,6 +254,7 @@ def invert_folder(
         raise ValueError(f"save_latents must be one of {LATENT_FORMATS}, got {save_latents!r}")
     if policy not in POLICIES:
         raise ValueError(f"unknown resize policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    check_precision(precision)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = _unique_by_path(as_item(x) for x in items)
@@ -310,7 +315,8 @@ def invert_folder(
     try:
         with torch.inference_mode():
             for batch, batch_items in iter_batches(todo, model.image_size, batch_size, policy, report=report):
-                recon, w_plus, _ = model.invert(batch.to(device, dtype), fuse=fuse)
+                with precision_context(device, precision):
+                    recon, w_plus, _ = model.invert(batch.to(device, dtype), fuse=fuse)
                 recon, w_plus = recon.float().cpu(), w_plus.float().cpu()
                 for i, item in enumerate(batch_items):
                     plan = plans[item.path]
