@@ -71,3 +71,28 @@ def test_scripts_take_the_flag(images, tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             script.main(["--precision", "fp64", "--device", "cpu"])
         assert exc.value.code == 2
+
+
+def test_autocast_keeps_feature_maps_in_reduced_precision():
+    """No silent fp32 round trip per layer: under bf16 autocast every styled conv (conv, noise, bias + leaky
+    ReLU) hands bf16 to the next; only the 12-channel wavelet skip accumulates in fp32."""
+    from wagi.models.swagan import Generator
+
+    torch.manual_seed(0)
+    g = Generator(32, 32, 2, channels={4: 16, 8: 16, 16: 16}).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise.weight"):
+                p.fill_(0.3)  # a trained generator's noise strengths are not 0
+    dtypes = {}
+    for name, mod in g.named_modules():
+        if type(mod).__name__ in ("StyledConv", "NoiseInjection"):
+            mod.register_forward_hook(lambda m, i, o, name=name: dtypes.__setitem__(name, o.dtype))
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        ref = g([z], randomize_noise=False)[0]
+        with precision_context("cpu", "bf16"):
+            low = g([z], randomize_noise=False)[0]
+    assert len(dtypes) == 10 and set(dtypes.values()) == {torch.bfloat16}, dtypes  # 5 convs, 5 noise maps
+    rel = ((low.float() - ref).norm() / ref.norm()).item()
+    assert low.dtype == torch.float32 and 0 < rel < 5e-2, rel

@@ -276,7 +276,9 @@ class NoiseInjection(nn.Module):
             noise = x.new_empty(batch, 1, height, width).normal_()
         elif noise.dim() != 4 or noise.shape[1] != 1 or noise.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"noise must be (N or 1, 1, {x.shape[-2]}, {x.shape[-1]}), got {tuple(noise.shape)}")
-        return x + self.weight * noise
+        # In x's dtype: under autocast x is bf16 / fp16 and the fp32 weight * noise would promote the whole
+        # feature map back to fp32 (a round trip per layer); in fp32 the cast is a no-op.
+        return x + (self.weight * noise).to(x.dtype)
 
 
 class ConstantInput(nn.Module):
