@@ -144,3 +144,14 @@ def test_one_resize_for_model_losses_and_editing():
     wide = torch.randn(1, 3, 6, 10)  # not square: pooled only when both sides shrink
     assert torch.equal(resize(wide, 4), F.adaptive_avg_pool2d(wide, (4, 4)))
     assert torch.equal(resize(wide, 8), F.interpolate(wide, size=(8, 8), mode="bilinear", align_corners=False))
+
+
+@pytest.mark.parametrize("kind", ["wavelet", "feature"])
+def test_aligner_parameters_come_last(kind):
+    """Optimiser states follow the parameter order: the aligner stays after the variant's own modules, as in the
+    training states written before the Fusion base class (so those runs still resume)."""
+    from tests.helpers import tiny_wagi
+
+    names = [n for n, _ in tiny_wagi(f"fusion.kind={kind}", "fusion.aligner.enabled=true").fusion.named_parameters()]
+    first = next(i for i, n in enumerate(names) if n.startswith("aligner."))
+    assert first > 0 and all(n.startswith("aligner.") for n in names[first:])

@@ -104,6 +104,8 @@ def test_schedule_needs_a_progressive_head(tmp_path):
         load_config(TINY, ["encoder.progressive_every=2"])
     with pytest.raises(ConfigError, match="encoder.progressive_every.*must be >= 1"):
         _cfg(tmp_path, "encoder.progressive_every=0")
+    with pytest.raises(ConfigError, match="encoder.progressive_start.*only applies with encoder.progressive_every"):
+        _cfg(tmp_path, "encoder.progressive_start=5")  # a start without a schedule would be silently ignored
 
 
 def test_restyle_e4e_builds_and_trains(tmp_path):

@@ -262,3 +262,18 @@ def test_ddp_two_processes_equal_one_process_with_double_batch(tmp_path):
         torch.testing.assert_close(ddp[k], v, atol=2e-6, rtol=1e-5, msg=k)
         moved += int(k.startswith("fusion.") and not torch.equal(v, before[k]))
     assert moved > 0
+
+
+@pytest.mark.slow
+def test_ddp_trains_e4e_through_its_progressive_stages(tmp_path):
+    """Until their stage, the heads of inactive deltas get no gradient: DDP must accept that (it stopped at
+    step 2 with 'Expected to have finished reduction' before). Two gloo processes, stages change at step 2."""
+    args = [f"experiment.out_dir={tmp_path}", "experiment.name=e4e_ddp", "encoder.kind=e4e", "encoder.n_iters=1",
+            "encoder.progressive_every=2", "train.max_steps=4", "train.batch_size=2", "train.val_every=100",
+            "train.save_every=100", "train.log_every=1"]
+    out = tmp_path / "state.pt"
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), args, str(out)), nprocs=2, join=True)
+    state = torch.load(out, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    logs = _train_logs(tmp_path / "e4e_ddp")
+    assert sorted(logs) == [1, 2, 3, 4]

@@ -31,12 +31,13 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 
 from wagi.bundle import BundleError, read_manifest
+from wagi.fileio import PathLike
 from wagi.imageio import ImageIOError, load_image, save_image
 from wagi.inference import DEMO_CKPT, EXAMPLES_DIR, save_latent
 from wagi.metrics import band_keys, psnr, subband_l2
@@ -44,7 +45,6 @@ from wagi.reports import plot_subbands
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 DEMO_BUNDLE = DEMO_CKPT.parent
 WAGI_KIND = "wagi"  # manifest entries of this kind are WaGI models the page can load

@@ -115,7 +115,7 @@ def build_fusion(cfg, generator: nn.Module) -> Optional[Fusion]:
     aligner = ResidualAligner(fc.aligner.width, fc.aligner.size) if fc.aligner.enabled else None
     fusion = FUSIONS[fc.kind](fc, generator, aligner)
     if not isinstance(fusion, Fusion) or fusion.injects not in INJECTIONS:
-        raise TypeError(f"fusion kind {fc.kind!r} built a {type(fusion).__name__}, not a wagi.models.fusion.Fusion "
+        raise ValueError(f"fusion kind {fc.kind!r} built a {type(fusion).__name__}, not a wagi.models.fusion.Fusion "
                         f"that injects one of {INJECTIONS}")
     return fusion
 

@@ -32,14 +32,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from wagi.fileio import PathLike
+
 from .checkpoint import FORMAT_NAME, CheckpointError, export_generator, load_checkpoint, load_generator, save_checkpoint
 from .fileio import atomic_write
-
-PathLike = Union[str, os.PathLike]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "wagi-pretrained"

@@ -37,21 +37,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from wagi.fileio import atomic_write
+from wagi.fileio import PathLike, atomic_write
 from wagi.models.swagan import WAVELET_CHANNELS, Generator, default_channels
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 FORMAT_NAME = "wagi"
 FORMAT_VERSION = 1

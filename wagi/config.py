@@ -142,7 +142,6 @@ def allowed_values(f: dataclasses.Field) -> Optional[List[Any]]:
     return None if choices is None else list(f.metadata.get("also", ())) + list(choices)
 
 
-_path, _choice = path_field, choice_field  # the short names of the schema tables below
 
 
 
@@ -154,12 +153,12 @@ class ExperimentConfig:
     name: str = "wagi"
     out_dir: str = "runs"                  # run directory = out_dir/name
     seed: int = 0
-    device: str = _choice("auto", ("auto", "cpu", "cuda"))
+    device: str = choice_field("auto", ("auto", "cpu", "cuda"))
 
 
 @dataclass
 class GeneratorConfig:
-    ckpt: Optional[str] = _path(None)      # rosinality-format or WaGI generator checkpoint
+    ckpt: Optional[str] = path_field(None)      # rosinality-format or WaGI generator checkpoint
     trust_checkpoint: bool = False         # allow full unpickling of ckpt (runs code from the file)
     size: int = 256
     style_dim: int = 512
@@ -172,9 +171,9 @@ class GeneratorConfig:
 
 @dataclass
 class EncoderConfig:
-    kind: str = _choice("restyle", ENCODER_HEADS)  # wagi.models.encoders.ENCODER_HEADS
-    backbone: str = _choice("ir_se50", BACKBONES)  # wagi.models.backbones.BACKBONES
-    weights: Optional[str] = _path(None)   # backbone init: model_ir_se50.pth or a torchvision resnet34 file
+    kind: str = choice_field("restyle", ENCODER_HEADS)  # wagi.models.encoders.ENCODER_HEADS
+    backbone: str = choice_field("ir_se50", BACKBONES)  # wagi.models.backbones.BACKBONES
+    weights: Optional[str] = path_field(None)   # backbone init: model_ir_se50.pth or a torchvision resnet34 file
     input_size: int = 256                  # the encoder sees images resized to this
     n_iters: int = 5                       # ReStyle refinement steps (1 for psp / e4e)
     width: int = 16                        # 'small' backbone: stage widths (w, 2w, 4w, 8w)
@@ -194,16 +193,16 @@ class AlignerConfig:
 
 @dataclass
 class FusionConfig:
-    kind: str = _choice("wavelet", FUSIONS, also=("none",))  # wagi.models.fusion.FUSIONS
+    kind: str = choice_field("wavelet", FUSIONS, also=("none",))  # wagi.models.fusion.FUSIONS
     resolutions: List[int] = field(default_factory=lambda: [32, 64, 128])  # feature resolutions fused
-    source: str = _choice("residual", ("residual", "input"))  # DWT of x - x̂0, or of x itself
+    source: str = choice_field("residual", ("residual", "input"))  # DWT of x - x̂0, or of x itself
     levels: int = 1                        # Haar levels of the fusion input pyramid
     width: int = 64                        # channels of the fusion encoder
     gate_init: float = 0.0                 # 0 ⇒ at step 0 the output equals the plain generator's
     aligner: AlignerConfig = field(default_factory=AlignerConfig)
-    edit_mode: str = _choice("reuse", ("reuse", "recompute"))  # edits: the reconstruction's corrections, or new ones
+    edit_mode: str = choice_field("reuse", ("reuse", "recompute"))  # edits: reuse the recon corrections, or recompute
     edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.02, 0.06, 1])  # [lo, hi, dilate] or null
-    edit_signal: str = _choice("pixel", ("high", "pixel"))  # what the edit gate measures
+    edit_signal: str = choice_field("pixel", ("high", "pixel"))  # what the edit gate measures
 
 
 @dataclass
@@ -224,16 +223,16 @@ class LossConfig:
     loss_size: Optional[int] = 256         # images are pooled to this size for the losses (None: full)
     terms: Dict[str, float] = field(default_factory=dict)  # weights of registered terms without a key above
     wavelet_cfg: WaveletLossConfig = field(default_factory=WaveletLossConfig)
-    lpips_net: str = _choice("alex", ("alex", "vgg"))
-    lpips_weights: Optional[str] = _path(None)   # torchvision trunk weights; default: torch hub cache
-    id_weights: Optional[str] = _path(None)      # model_ir_se50.pth
+    lpips_net: str = choice_field("alex", ("alex", "vgg"))
+    lpips_weights: Optional[str] = path_field(None)   # torchvision trunk weights; default: torch hub cache
+    id_weights: Optional[str] = path_field(None)      # model_ir_se50.pth
 
 
 @dataclass
 class DataConfig:
-    kind: Optional[str] = _choice(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
-    train_dir: Optional[str] = _path(None)
-    test_dir: Optional[str] = _path(None)
+    kind: Optional[str] = choice_field(None, DATASETS, also=(None,))  # wagi.datasets.DATASETS; null: demo / folder
+    train_dir: Optional[str] = path_field(None)
+    test_dir: Optional[str] = path_field(None)
     demo: bool = False                     # procedural demo faces instead of folders
     demo_images: Optional[int] = None      # demo training faces: seeds [0, demo_images); None: [0, 1e6)
     demo_test_size: int = 64               # held-out demo images for validation (seeds from 1e6)
@@ -241,22 +240,22 @@ class DataConfig:
     hflip: bool = True
     workers: int = 2
     preload: bool = False                  # render/decode the training set once, uint8 on the training device
-    cache_file: Optional[str] = _path(None, must_exist=False)  # .pt cache of the preloaded images
+    cache_file: Optional[str] = path_field(None, must_exist=False)  # .pt cache of the preloaded images
 
 
 @dataclass
 class TrainConfig:
-    stage: str = _choice("encoder", ("encoder", "fusion", "joint"))
-    encoder_ckpt: Optional[str] = _path(None)   # stage 'fusion': the trained basic encoder to freeze
+    stage: str = choice_field("encoder", ("encoder", "fusion", "joint"))
+    encoder_ckpt: Optional[str] = path_field(None)   # stage 'fusion': the trained basic encoder to freeze
     max_steps: int = 100000
     batch_size: int = 8
     lr: float = 1e-4
-    optimizer: str = _choice("ranger", ("adam", "ranger"))
+    optimizer: str = choice_field("ranger", ("adam", "ranger"))
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
-    scheduler: str = _choice("constant", ("constant", "cosine"))
+    scheduler: str = choice_field("constant", ("constant", "cosine"))
     grad_clip: Optional[float] = None
-    amp: str = _choice("none", ("none", "bf16"))
+    amp: str = choice_field("none", ("none", "bf16"))
     train_generator: bool = False
     log_every: int = 50
     image_every: int = 500
@@ -573,6 +572,9 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         progressive = [k for k in ENCODER_HEADS if ENCODER_HEADS.info(k)["progressive"]]
         raise ConfigError("encoder.progressive_every", f"'{enc.kind}' heads have no progressive stages (those of "
                                                        f"{progressive} do); set it to null")
+    if enc.progressive_start and enc.progressive_every is None:
+        raise ConfigError("encoder.progressive_start", "only applies with encoder.progressive_every (the schedule); "
+                                                       "set it to 0 or set progressive_every")
     if cfg.encoder.n_iters < 1:
         raise ConfigError("encoder.n_iters", "must be >= 1")
     if cfg.generator.to_rgb_kernel < 1 or cfg.generator.to_rgb_kernel % 2 == 0:

@@ -46,6 +46,16 @@ def dataset_kind(dc) -> str:
     return "demo" if dc.demo else "folder"
 
 
+def dataset_description(dc) -> str:
+    """How error messages name the training set a ``data`` section selects (the key to change)."""
+    kind = dataset_kind(dc)
+    if kind == "folder":
+        return "data.train_dir"
+    if kind == "demo":
+        return "the demo training set (data.demo_images)"
+    return f"the {kind!r} training set (data.kind)"
+
+
 @register_dataset("folder", source=lambda dc, n, size: {"kind": "folder", "root": str(Path(dc.train_dir).resolve()),
                                                          "n": n, "size": size})
 def _folder(dc, split: str, size: int) -> Optional[Dataset]:

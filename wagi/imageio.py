@@ -85,11 +85,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.utils import make_grid
 
-from wagi.fileio import atomic_write
+from wagi.fileio import PathLike, atomic_write
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Pillow plugins allowed to decode: the formats above (the JPEG plugin also opens MPO phone photos).

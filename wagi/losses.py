@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wagi.fileio import PathLike
 from wagi.registry import Registry
 from wagi.tensors import resize
 from wagi.wavelets import BANDS, HIGH_BANDS, dwt_multilevel
@@ -86,7 +87,6 @@ ID_INPUT_SIZE = 112  # input size of the IR-SE50 ArcFace head (its Linear expect
 DEFAULT_BAND_WEIGHTS: Dict[str, float] = {"LH": 1.0, "HL": 1.0, "HH": 1.0}
 REDUCTIONS = ("mean", "sum")
 
-PathLike = Union[str, os.PathLike]
 
 
 class NonFiniteLossError(FloatingPointError):

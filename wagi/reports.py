@@ -12,19 +12,18 @@ import json
 import logging
 import math
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from wagi.evaluation import Evaluation, list_names
-from wagi.fileio import atomic_write, encode_text
+from wagi.fileio import PathLike, atomic_write, encode_text
 from wagi.imageio import OutputExistsError, load_image
 from wagi.wavelets import HIGH_BANDS, dwt, split_bands
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
 
 REPORT_FILES: Tuple[str, ...] = ("results.md", "results.csv", "results.json", "subbands_bar.png",
                                  "subbands_example.png")

@@ -34,18 +34,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from wagi.fileio import PathLike
 from wagi.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 
 # (units per stage) of the IR / IR-SE networks, keyed by depth; stage widths are IR_DEPTHS.
 IR_STAGE_UNITS: Dict[int, Tuple[int, int, int, int]] = {

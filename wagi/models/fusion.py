@@ -227,6 +227,13 @@ class Fusion(nn.Module):
     def has_aligner(self) -> bool:
         return self.aligner is not None
 
+    def _aligner_last(self) -> None:
+        """Register the aligner after the variant's own modules. Optimiser states are matched to parameters
+        by position, and the built-in variants registered it last before this base class existed: keeping
+        that order lets their older training states resume. Call at the end of ``__init__``."""
+        if self._modules.get("aligner") is not None:
+            self._modules["aligner"] = self._modules.pop("aligner")
+
     def gate_edit(self, corrections, base: torch.Tensor, edited: torch.Tensor):
         """An edit pass's corrections as applied (default: unchanged)."""
         return corrections
@@ -285,6 +292,7 @@ class WaveletFusion(Fusion):
         self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, level_width(width, r)) for r in self.resolutions})
         self.gates = nn.ParameterDict({str(r): nn.Parameter(torch.full((1, N_HF, 1, 1), float(gate_init)))
                                        for r in self.resolutions})
+        self._aligner_last()
 
     def distortion(self, x: torch.Tensor, x_hat0: torch.Tensor) -> torch.Tensor:
         """The source map the corrections are computed from (N,3,S,S)."""
@@ -353,6 +361,7 @@ class FeatureFusion(Fusion):
         for conv in (self.scale, self.shift):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
+        self._aligner_last()
 
     def forward(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
                 source_map: Optional[torch.Tensor] = None) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:

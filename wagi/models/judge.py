@@ -32,17 +32,15 @@ Checkpoint (:func:`save_judge` / :func:`load_judge`; plain data, loads with ``we
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from wagi.data.demo_faces import BINARY_ATTRIBUTES, CATEGORICAL_ATTRIBUTES, TEST_SEED_OFFSET
-
-PathLike = Union[str, os.PathLike]
+from wagi.fileio import PathLike
 
 JUDGE_FORMAT = "wagi-judge"
 JUDGE_VERSION = 1

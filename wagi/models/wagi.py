@@ -83,7 +83,7 @@ class WaGI(nn.Module):
         super().__init__()
         head = ENCODER_HEADS.info(encoder_kind)  # raises for an unknown kind
         if fusion is not None and not isinstance(fusion, Fusion):
-            raise TypeError(f"fusion must be a wagi.models.fusion.Fusion, got {type(fusion).__name__}")
+            raise ValueError(f"fusion must be a wagi.models.fusion.Fusion, got {type(fusion).__name__}")
         self.generator = generator
         self.encoder = encoder
         self.fusion = fusion

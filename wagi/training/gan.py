@@ -55,6 +55,7 @@ from ..checkpoint import (
     load_generator,
     save_generator,
 )
+from ..datasets import dataset_description
 from ..models.swagan import Discriminator, Generator
 from . import data as D
 from .common import RunLogger, TrainerBase, TrainingStopped, restoring_from
@@ -287,8 +288,7 @@ class GANTrainer(TrainerBase):
 
         # The failure-prone, cheap things first: the data (a folder scan) before any model is built.
         self.train_set = build_gan_dataset(cfg)
-        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
-                           "data.train_dir" if not cfg.data.demo else "the demo training set (data.demo_images)")
+        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size, dataset_description(cfg.data))
 
         self.G = Generator(gc.size, gc.style_dim, gc.n_mlp, gc.channel_multiplier, lr_mlp=gc.lr_mlp,
                            channel_max=gc.channel_max, to_rgb_kernel=gc.to_rgb_kernel).to(self.device)

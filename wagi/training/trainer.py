@@ -47,6 +47,7 @@ from .. import wavelets as wv
 from ..builders import build_criterion, build_datasets, build_generator, dataset_source
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
+from ..datasets import dataset_description
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective
 from ..models.wagi import WaGI
@@ -147,8 +148,7 @@ class Trainer(TrainerBase):
             generator, latent_avg = build_generator(cfg)
         self.criterion = build_criterion(cfg).to(self.device)
         self.train_set, self.test_set = build_datasets(cfg)
-        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size,
-                           "data.train_dir" if not cfg.data.demo else "the demo training set")
+        D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size, dataset_description(cfg.data))
         self.model = WaGI.from_config(cfg, generator=generator, latent_avg=latent_avg).to(self.device)
         self._setup_stage()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -169,8 +169,12 @@ class Trainer(TrainerBase):
                                           fa.distortion_scale, fa.aug_prob)
         self.ddp_module = self.step_module
         if self.dist.enabled:
+            # e4e's progressive schedule leaves the heads of inactive deltas out of the loss until their stage:
+            # DDP must then look for parameters without a gradient at every step.
+            staged = self.model.progressive and cfg.encoder.progressive_every is not None
             self.ddp_module = nn.parallel.DistributedDataParallel(
-                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=staged)
 
         self._open_run_folder(lambda path: save_config(cfg, path))
         self._set_train_modes()
