@@ -277,3 +277,25 @@ def test_ddp_trains_e4e_through_its_progressive_stages(tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     logs = _train_logs(tmp_path / "e4e_ddp")
     assert sorted(logs) == [1, 2, 3, 4]
+
+
+def test_resume_refuses_an_optimiser_state_of_other_shapes_in_one_line(tmp_path):
+    """Optimiser states are matched to parameters by position: a state written for another parameter order
+    is refused before the first step (it used to fail inside Adam's update)."""
+    from wagi.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    common = ["train.max_steps=1", "train.save_every=1", "train.val_every=100", "train.optimizer=adam"]
+    Trainer(_cfg(tmp_path, *common), progress=False).train()
+    path = tmp_path / "tiny_test" / "checkpoints" / "latest.pt"
+    ckpt = load_checkpoint(path)
+    state = ckpt["training"]["optimizer"]["state"]
+    keys = sorted(state)
+    shapes = {k: state[k]["exp_avg"].shape for k in keys}
+    a = keys[0]
+    b = next(k for k in keys if shapes[k] != shapes[a])
+    state[a], state[b] = state[b], state[a]  # as if the parameters had been registered in another order
+    path.unlink()  # latest.pt is a hard link to the step file: write a new file, not through the link
+    save_checkpoint(ckpt, path)
+    with pytest.raises((ValueError, CheckpointError), match="optimiser state 'exp_avg' of parameter .* has shape"):
+        Trainer(_cfg(tmp_path, "train.max_steps=2", "train.val_every=100", "train.optimizer=adam"), resume="auto",
+                progress=False)

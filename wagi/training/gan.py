@@ -62,6 +62,7 @@ from .common import RunLogger, TrainerBase, TrainingStopped, restoring_from
 from .data import PreloadedImages, preload_images
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gan_config import GANConfig, gan_to_dict, save_gan_config, total_steps
+from .optim import state_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -448,6 +449,10 @@ class GANTrainer(TrainerBase):
             self.g_ema.load_state_dict(ckpt["g_ema"], strict=True)
             self.g_optim.load_state_dict(ckpt["g_optim"])
             self.d_optim.load_state_dict(ckpt["d_optim"])
+            for name, optim in (("G", self.g_optim), ("D", self.d_optim)):
+                mismatch = state_mismatch(optim)
+                if mismatch:
+                    raise ValueError(f"--resume: {path}: {name} {mismatch}")
             self._apply_adam_settings()
             tr = ckpt["training"]
             self.path_length_mean.copy_(tr["path_length_mean"])

@@ -7,7 +7,7 @@ its slow weights and step counter are part of ``state_dict`` so a resumed run co
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import torch
 
@@ -101,4 +101,23 @@ def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, lr: float
             changes.append(f"weight decay {group['weight_decay']:.6g} -> {weight_decay:.6g}")
             group["weight_decay"] = weight_decay
     return changes
+
+
+def state_mismatch(optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """After ``load_state_dict``: the first parameter whose loaded state (Adam moments, Lookahead's slow
+    weights) has another shape, as one line, or None. Optimiser states are matched to parameters by position,
+    so a model whose parameters were reordered or resized would otherwise fail inside the first step."""
+    target = optimizer.inner if isinstance(optimizer, Lookahead) else optimizer
+    params = [p for g in target.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for key, value in target.state.get(p, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                return (f"optimiser state {key!r} of parameter {i} has shape {tuple(value.shape)}, the parameter "
+                        f"{tuple(p.shape)}: the checkpoint's parameters are in another order or of other sizes")
+    if isinstance(optimizer, Lookahead):
+        for i, (slow, p) in enumerate(zip(optimizer._slow, params)):
+            if slow.shape != p.shape:
+                return (f"Lookahead slow weights of parameter {i} have shape {tuple(slow.shape)}, the parameter "
+                        f"{tuple(p.shape)}")
+    return None
 

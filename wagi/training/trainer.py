@@ -55,7 +55,7 @@ from ..tensors import resize
 from . import data as D
 from .common import TrainerBase, TrainingStopped, restoring_from
 from .distributed import DistInfo, all_reduce_mean, barrier
-from .optim import apply_hyperparameters, build_optimizer, build_scheduler
+from .optim import apply_hyperparameters, build_optimizer, build_scheduler, state_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +284,9 @@ class Trainer(TrainerBase):
             self.model.load_state_dict(state, strict=True)
             tr = ckpt["training"]
             self.optimizer.load_state_dict(tr["optimizer"])
+            mismatch = state_mismatch(self.optimizer)
+            if mismatch:
+                raise ValueError(f"--resume: {path}: {mismatch}")
             self.scheduler.load_state_dict(tr["scheduler"])
             tc = self.cfg.train
             for change in apply_hyperparameters(self.optimizer, self.scheduler, tc.lr, tc.betas, tc.weight_decay):
