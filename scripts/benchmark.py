@@ -34,6 +34,7 @@ import torch
 from wagi import ops
 from wagi.devices import resolve_device
 from wagi.fileio import atomic_write
+from wagi.precision import AUTOCAST_DTYPES, PRECISIONS
 
 
 def device_name(device: torch.device) -> str:
@@ -234,7 +235,7 @@ def _make_generator(size: int, device: torch.device, channel_multiplier: int = 2
 
 
 def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]] = None,
-                    rosinality: Optional[Path] = None) -> List[Dict]:
+                    rosinality: Optional[Path] = None, precision: str = "bf16") -> List[Dict]:
     """Generator forward (and forward + backward to W+) at each size; with ``rosinality`` (a checkout of
     rosinality/stylegan2-pytorch) also their SWAGAN with the same weights, latents and noise, timed in the
     same run, with its output's relative difference from ours."""
@@ -275,12 +276,12 @@ def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]
 
             row["fwd_bwd_fp32_ms_per_img"] = time_fn(fwd_bwd, device, warm, iters) / batch
             if device.type == "cuda":
-                bf = lambda: fwd(torch.bfloat16)  # noqa: E731
-                fast_img = bf().float()
-                row["fwd_bf16_ms_per_img"] = time_fn(bf, device, warm, iters) / batch
-                row["bf16_rel_err"] = rel_err(fast_img, ref_img)
-                row["bf16_max_abs_err"] = float((fast_img - ref_img).abs().max())
-                row["fwd_bwd_bf16_ms_per_img"] = time_fn(lambda: fwd_bwd(torch.bfloat16), device, warm, iters) / batch
+                low = AUTOCAST_DTYPES[precision]
+                fast_img = fwd(low).float()
+                row[f"fwd_{precision}_ms_per_img"] = time_fn(lambda: fwd(low), device, warm, iters) / batch
+                row[f"{precision}_rel_err"] = rel_err(fast_img, ref_img)
+                row[f"{precision}_max_abs_err"] = float((fast_img - ref_img).abs().max())
+                row[f"fwd_bwd_{precision}_ms_per_img"] = time_fn(lambda: fwd_bwd(low), device, warm, iters) / batch
             if theirs_module is not None:
                 progress(f"[generator] rosinality's SWAGAN {size}x{size} ({ops_used})")
                 theirs = rosinality_generator(theirs_module, g, device)
@@ -317,7 +318,7 @@ def _bench_model_cfg(size: int, kind: str, fusion: str, n_iters: int = 1, quick:
     }, check_paths=False)
 
 
-def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
+def bench_inversion(device: torch.device, quick: bool, precision: str = "bf16") -> List[Dict]:
     """Full inversion (encoder + generator + fusion), encoder input → size² out, random weights, fp32 (and bf16
     autocast on CUDA). IR-SE50 at 256 → 1024; --quick: the small backbone at 64 → 64, generator channels
     capped at QUICK_CHANNEL_MAX."""
@@ -347,7 +348,8 @@ def bench_inversion(device: torch.device, quick: bool) -> List[Dict]:
         row = {"bench": "inversion", "variant": name, "encoder": f"{backbone} @{input_size}", "size": size,
                "batch": batch, "fp32_ms_per_img": time_fn(run, device, warm, iters) / batch}
         if device.type == "cuda":
-            row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warm, iters) / batch
+            row[f"{precision}_ms_per_img"] = time_fn(lambda: run(AUTOCAST_DTYPES[precision]), device, warm,
+                                                     iters) / batch
         rows.append(row)
         model = None  # frees the device memory before the next model
         if device.type == "cuda":
@@ -398,7 +400,7 @@ def bench_demo(device: torch.device, quick: bool, models_dir: str = DEMO_DIR) ->
     return rows
 
 
-def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
+def bench_train_step(device: torch.device, quick: bool, precision: str = "bf16") -> List[Dict]:
     """One optimisation step of the trainer's step modules at size² (batch 8), random weights."""
     from wagi.losses import InversionCriterion
     from wagi.models.wagi import WaGI
@@ -440,7 +442,8 @@ def bench_train_step(device: torch.device, quick: bool) -> List[Dict]:
         row = {"bench": "train_step", "stage": stage, "encoder": f"{backbone} @{input_size}", "size": size,
                "batch": batch, "fp32_ms_per_img": time_fn(run, device, warm, iters) / batch}
         if device.type == "cuda":
-            row["bf16_ms_per_img"] = time_fn(lambda: run(torch.bfloat16), device, warm, iters) / batch
+            row[f"{precision}_ms_per_img"] = time_fn(lambda: run(AUTOCAST_DTYPES[precision]), device, warm,
+                                                     iters) / batch
         rows.append(row)
         model = step = opt = None  # frees the device memory before the next stage
         if device.type == "cuda":
@@ -475,6 +478,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=None, help="generator sizes to run, e.g. 256,1024")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("--models", default=DEMO_DIR, help="folder of the bundled demo models (bench 'demo')")
+    p.add_argument("--precision", choices=[x for x in PRECISIONS if x != "fp32"], default="bf16",
+                   help="the reduced precision timed beside fp32 on CUDA (autocast, wagi.precision)")
     p.add_argument("--rosinality", type=Path, default=None, metavar="PATH",
                    help="a checkout of rosinality/stylegan2-pytorch: bench 'generator' also times its SWAGAN "
                         "(same weights, latents and noise) in the same run")
@@ -514,6 +519,8 @@ def main(argv=None) -> int:
             kwargs["sizes"] = sizes
         if n == "generator" and args.rosinality is not None:
             kwargs["rosinality"] = args.rosinality
+        if n in ("generator", "inversion", "train_step"):
+            kwargs["precision"] = args.precision
         t_bench = time.perf_counter()
         rows = BENCHES[n](device, args.quick, **kwargs)
         progress(f"[{n}] {time.perf_counter() - t_bench:.1f} s")

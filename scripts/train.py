@@ -17,7 +17,14 @@ import sys
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
+from wagi.cli import (
+    DefaultsHelpFormatter,
+    add_training_flags,
+    quiet_interrupts,
+    run_main,
+    run_training,
+    training_overrides,
+)
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -37,7 +44,7 @@ def main(argv=None) -> int:
     if args.time_limit is not None and args.time_limit < 0:
         p.error(f"--time-limit must be >= 0 minutes, got {args.time_limit}")
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, training_overrides(args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
-from wagi.cli import EXIT_STOPPED, DefaultsHelpFormatter, add_training_flags, quiet_interrupts, run_main, run_training
+from wagi.cli import (
+    EXIT_STOPPED,
+    DefaultsHelpFormatter,
+    add_training_flags,
+    quiet_interrupts,
+    run_main,
+    run_training,
+    training_overrides,
+)
 
 quiet_interrupts(__name__)  # a Ctrl-C while the imports below run: one line, exit status 130
 
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
     cfg = None
     if args.config is not None:
         try:
-            cfg = load_gan_config(args.config, args.overrides)
+            cfg = load_gan_config(args.config, training_overrides(args))
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_CONFIG

@@ -96,3 +96,31 @@ def test_autocast_keeps_feature_maps_in_reduced_precision():
     assert len(dtypes) == 10 and set(dtypes.values()) == {torch.bfloat16}, dtypes  # 5 convs, 5 noise maps
     rel = ((low.float() - ref).norm() / ref.norm()).item()
     assert low.dtype == torch.float32 and 0 < rel < 5e-2, rel
+
+
+def test_training_scripts_take_precision_as_train_amp(tmp_path):
+    import argparse
+    from pathlib import Path
+
+    from wagi.cli import add_training_flags, training_overrides
+    from wagi.config import load_config
+    from wagi.training.gan_config import load_gan_config
+
+    p = argparse.ArgumentParser()
+    add_training_flags(p, "train.lr=1")
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for flag, amp in (("bf16", "bf16"), ("fp32", "none")):
+        args = p.parse_args(["--set", "train.amp=bf16", "--precision", flag])  # the flag wins over --set
+        assert training_overrides(args)[-1] == f"train.amp={amp}"
+        assert load_config(root / "tiny_test.yaml", training_overrides(args)).train.amp == amp
+        assert load_gan_config(root / "swagan_tiny_test.yaml", training_overrides(args)).train.amp == amp
+    assert training_overrides(p.parse_args(["--set", "train.lr=1"])) == ["train.lr=1"]  # no flag: the config's
+    for script in ("train", "train_generator"):
+        with pytest.raises(SystemExit) as exc:
+            load_script(script).main(["--config", str(root / "tiny_test.yaml"), "--precision", "fp16"])
+        assert exc.value.code == 2
+    bench = load_script("benchmark")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--quick", "--only", "ops", "--device", "cpu", "--precision", "fp32"])  # fp32 is always timed
+    assert exc.value.code == 2
+    assert bench.main(["--quick", "--only", "ops", "--device", "cpu", "--precision", "fp16"]) == 0

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Optional, Tuple
+from typing import Callable, List, NoReturn, Optional, Tuple
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
 INTERRUPTED_LINE = "interrupted"
@@ -105,6 +105,18 @@ def add_training_flags(parser: argparse.ArgumentParser, set_example: str) -> Non
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after this many minutes of training, writing a checkpoint (for time-sliced "
                              "machines)")
+    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default=None,
+                        help="shorthand for --set train.amp=none (fp32) or train.amp=bf16 (the main passes under "
+                             "bf16 autocast); default: the config's train.amp")
+
+
+TRAINING_PRECISIONS = ("fp32", "bf16")
+
+
+def training_overrides(args: argparse.Namespace) -> List[str]:
+    """The ``--set`` overrides of a training script, with ``--precision`` as ``train.amp`` (last, so it wins)."""
+    extra = [] if args.precision is None else [f"train.amp={'none' if args.precision == 'fp32' else args.precision}"]
+    return list(args.overrides) + extra
 
 
 def run_training(trainer, time_limit_min: Optional[float], total_steps: int) -> int:
