@@ -12,7 +12,9 @@ For each model with a wavelet fusion (wagi/editing/fidelity.py):
   unfused (target: fused <= unfused + 0.02), on demo faces and on the two photos scikit-learn ships
   (center-cropped and resized to the model's size);
 * colour: the low band (LL) L2 of the reconstruction, fused and unfused, and the mean colour offset of the
-  fused image against the unfused one (the drift coarse-level corrections cause).
+  fused image against the unfused one (the drift coarse-level corrections cause); and per region, where a
+  face draws each binary attribute (text badge, glasses, necklace, ...), the local colour error against the
+  input, fused and unfused (`wagi.editing.fidelity.region_colour_error`: a cast confined to a badge).
 Faces are the edit benchmark's held-out range (seeds 1,003,000+) unless --seed-offset says otherwise.
 Ablations: --drop-level R, --cascade, --edit-mode, --edit-gate, --edit-signal. Writes --output/fusion.md and
 fusion.json.
@@ -22,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Dict, Optional
 
 import _require_wagi  # noqa: F401  (one line and exit 2 when wagi is not installed)
 
@@ -35,11 +38,11 @@ from tqdm import tqdm
 from wagi import wavelets as wv
 from wagi.bundle import BundleError, resolve_model_specs
 from wagi.cli import add_edit_fusion_flags, apply_edit_fusion_flags, fail, parse_refusing_existing, positive_int  # noqa: E501
-from wagi.data.demo_faces import face_tensor, render_face
+from wagi.data.demo_faces import BINARY_ATTRIBUTES, attribute_mask, face_tensor, render_face, sample_attributes
 from wagi.devices import DEVICE_CHOICES, resolve_device
 from wagi.editing import sefa_directions
 from wagi.editing.benchmark import EDIT_TEST_SEED_OFFSET
-from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude
+from wagi.editing.fidelity import LATTICE_PERIODS, change_kept, lattice_amplitude, region_colour_error
 from wagi.editing.shipped import DEMO_BUNDLE, check_direction_fits, load_shipped
 from wagi.fileio import atomic_write
 from wagi.models.fusion import WaveletFusion
@@ -109,9 +112,23 @@ def cascade_invert(model: WaGI, x: torch.Tensor):
     return model.compose(branches, corr), w, {"base": base}
 
 
-def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool, cascade: bool = False):
+def attribute_regions(seeds, size: int) -> Dict[str, torch.Tensor]:
+    """For each binary attribute of the demo faces: ``(N, size, size)`` bool, where a face that has it draws it
+    (all False on the faces without it)."""
+    regions = {name: torch.zeros(len(seeds), size, size, dtype=torch.bool) for name in BINARY_ATTRIBUTES}
+    for i, seed in enumerate(seeds):
+        attrs = sample_attributes(seed)
+        for name in BINARY_ATTRIBUTES:
+            if attrs.get(name):
+                regions[name][i] = torch.from_numpy(attribute_mask(attrs, name, size))
+    return regions
+
+
+def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool, cascade: bool = False,
+             regions: Optional[Dict[str, torch.Tensor]] = None):
     sets = {"faces": faces} if photos is None else {"faces": faces, "photos": photos}
-    res = {"lattice": {}, "colour": {}, "kept": {}}
+    res = {"lattice": {}, "colour": {}, "kept": {}, "regions": {}}
+    region_err = {name: {True: [], False: []} for name in (regions or {})}
     for set_name, imgs in sets.items():
         errs = {True: [], False: []}
         ll = {True: [], False: []}
@@ -128,6 +145,12 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
                 high[fuse].append((bands["LH1"] + bands["HL1"] + bands["HH1"]) / 3)
             offset.append((fused - base).mean((2, 3)).abs().mean(1))
             if set_name == "faces":
+                for rname, masks in (regions or {}).items():
+                    m = masks[i:i + batch].to(x.device)
+                    if m.shape[-1] != x.shape[-1]:  # the model's size: any covered pixel stays in the region
+                        m = resize(m.float().unsqueeze(1), x.shape[-1]).squeeze(1) > 0
+                    for fuse, out in ((True, fused), (False, base)):
+                        region_err[rname][fuse].append(region_colour_error(out, x, m).cpu())
                 for name, (d, s) in edits.items():
                     ue = model.render_edit(w, d, s, fuse=False)
                     fe = model.render_edit(w, d, s, x=x, base=base, fuse=True)
@@ -147,6 +170,12 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
                                    "high_unfused": _mean(torch.cat(high[False]).tolist()),
                                    "mean_colour_offset": _mean(torch.cat(offset).tolist())}
     res["kept"] = {n: {k: _mean(v) for k, v in d.items()} for n, d in res["kept"].items()}
+    for rname, errs in region_err.items():
+        fused_e, base_e = torch.cat(errs[True]), torch.cat(errs[False])
+        n = int((~torch.isnan(fused_e)).sum())
+        if n:
+            res["regions"][rname] = {"faces": n, "fused": _mean(fused_e.tolist()), "unfused": _mean(base_e.tolist()),
+                                     "fused_p95": float(fused_e[~torch.isnan(fused_e)].quantile(0.95))}
     return res
 
 
@@ -169,6 +198,12 @@ def markdown(results, meta) -> str:
         for s, c in r["colour"].items():
             lines.append(f"| {s} | {c['LL_fused']:.5f} | {c['LL_unfused']:.5f} | {c['high_fused']:.5f} | "
                          f"{c['high_unfused']:.5f} | {c['mean_colour_offset']:.4f} |")
+        if r.get("regions"):
+            lines += ["", "| region (faces that have it) | faces | colour error fused | unfused | fused, 95th pct |",
+                      "|---|---|---|---|---|"]
+            for rname, c in r["regions"].items():
+                lines.append(f"| {rname} | {c['faces']} | {c['fused']:.4f} | {c['unfused']:.4f} | "
+                             f"{c['fused_p95']:.4f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -187,6 +222,7 @@ def main(argv=None) -> int:
     progress = not args.no_progress
     seeds = range(args.seed_offset, args.seed_offset + args.n)
     faces = torch.stack([face_tensor(render_face(s)) for s in tqdm(seeds, desc="faces", disable=not progress)])
+    regions = attribute_regions(seeds, faces.shape[-1])
     results = {}
     for name, path in models.items():
         try:
@@ -216,7 +252,8 @@ def main(argv=None) -> int:
             except ValueError:
                 continue
             edits[dname] = (d.direction.to(device), float(d.strength))
-        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress, args.cascade)
+        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress, args.cascade,
+                     regions=regions)
         r["cascade"] = args.cascade
         r["fused_resolutions"] = list(model.fusion.resolutions)
         r["edit_mode"] = model.fusion.edit_mode

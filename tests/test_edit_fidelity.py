@@ -4,7 +4,7 @@ import torch
 
 from wagi import wavelets as wv
 from wagi.config import ConfigError, load_config
-from wagi.editing.fidelity import change_kept, fold, lattice_amplitude
+from wagi.editing.fidelity import change_kept, fold, lattice_amplitude, region_colour_error
 from wagi.models.fusion import edit_change_gate
 from wagi.models.wagi import WaGI
 
@@ -35,6 +35,20 @@ def test_change_kept_is_the_projection_on_the_unfused_change():
     assert torch.isnan(change_kept(b0, b0, f0, f0)["pixel"]).all()  # no change to keep
     with pytest.raises(ValueError, match="one shape"):
         change_kept(b0, e0, f0, _imgs(3, s=8))
+
+
+def test_region_colour_error_is_the_local_mean_colour_difference():
+    x = torch.zeros(2, 3, 8, 8)
+    out = x.clone()
+    out[0, 2, :4, :4] = 0.3  # a blue cast on a 4x4 badge of image 0...
+    out[0, 0, 4:, 4:] = -0.3  # ...and an opposite red one elsewhere: the global mean offset is diluted
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True
+    masks[0, :2, :2] = True
+    err = region_colour_error(out, x, masks)
+    assert err[0].item() == pytest.approx(0.3) and torch.isnan(err[1])  # image 1: no region
+    masks[0, :4, :8] = True  # half the region without the cast
+    assert region_colour_error(out, x, masks)[0].item() == pytest.approx(0.15)
 
 
 def test_lattice_amplitude_finds_block_patterns_at_their_period():
@@ -131,6 +145,11 @@ def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, mod
     assert set(res["lattice"]) == {"faces", "photos"} and set(res["lattice"]["photos"]["fused"]) == {"4", "8", "16"}
     c = res["colour"]["photos"]
     assert c["LL_fused"] > 0 and c["LL_unfused"] > 0 and c["mean_colour_offset"] >= 0
+    from wagi.data.demo_faces import BINARY_ATTRIBUTES, sample_attributes
+
+    present = {a for s in range(1_003_000, 1_003_003) for a in BINARY_ATTRIBUTES if sample_attributes(s)[a]}
+    assert present and set(res["regions"]) == present  # one row per attribute some face draws
+    assert all(r["faces"] >= 1 and r["fused"] >= 0 and r["unfused"] > 0 for r in res["regions"].values())
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     # ablations: one level left out, or each level from the residual the coarser ones left

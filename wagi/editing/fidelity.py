@@ -70,4 +70,18 @@ def lattice_amplitude(error: Tensor, periods: Sequence[int] = LATTICE_PERIODS) -
     return out
 
 
-__all__ = ["LATTICE_PERIODS", "change_kept", "fold", "lattice_amplitude"]
+def region_colour_error(out: Tensor, x: Tensor, masks: Tensor) -> Tensor:
+    """Local colour error: per image, the length (over RGB) of the mean of ``out − x`` inside the mask.
+
+    ``out``, ``x``: ``(N, 3, H, W)``; ``masks``: ``(N, H, W)`` bool (e.g. where an attribute of a demo face is
+    drawn, :func:`wagi.data.demo_faces.attribute_mask`). A colour cast confined to one region (a badge turning
+    bluish) shows here while the whole-image mean offset stays near 0. NaN for an empty mask.
+    """
+    m = masks.to(out.dtype).unsqueeze(1)
+    area = m.sum((2, 3))  # (N, 1)
+    mean_diff = ((out - x) * m).sum((2, 3)) / area.clamp_min(1)  # (N, 3)
+    err = mean_diff.norm(dim=1)
+    return torch.where(area[:, 0] > 0, err, torch.full_like(err, float("nan")))
+
+
+__all__ = ["LATTICE_PERIODS", "change_kept", "fold", "lattice_amplitude", "region_colour_error"]
