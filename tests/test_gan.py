@@ -142,6 +142,11 @@ def test_shipped_gan_configs_validate_and_demo_export_fits():
     demo = load_gan_config(ROOT / "configs" / "demo_swagan.yaml", check_paths=False)
     v2 = load_gan_config(ROOT / "configs" / "demo_swagan_v2.yaml")  # its warm-start file is in the bundle
     assert v2.generator.init and v2.generator.channel_max == demo.generator.channel_max
+    for later in sorted((ROOT / "configs").glob("demo_swagan_v[3-9].yaml")):  # the editing-generator attempts
+        cfg = load_gan_config(later)  # their warm-start files are in the repository
+        assert cfg.generator.init and cfg.generator.channel_max == demo.generator.channel_max, later.name
+    v5 = load_gan_config(ROOT / "configs" / "demo_swagan_v5.yaml")
+    assert v5.train.g_lr == v5.train.d_lr / 4 and v5.discriminator.channel_max == 192
     load_gan_config(TINY)
     g = demo.generator
     with torch.device("meta"):
