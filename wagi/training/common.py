@@ -405,10 +405,12 @@ class TrainerBase(StopControl):
         yield from self._loader(sampler)
 
     def _train(self, time_limit_s: Optional[float]) -> Dict[str, float]:
-        raise NotImplementedError
+        """The trainer's own loop body (each subclass defines it; ``train()`` wraps it in the shared frame)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _train")
 
     def _load_training_state(self, path: Path) -> None:
-        raise NotImplementedError
+        """Apply a resumed training checkpoint to the subclass's modules and optimisers."""
+        raise NotImplementedError(f"{type(self).__name__} must define _load_training_state")
 
 
 __all__ = [
