@@ -7,7 +7,8 @@
 # Optional: FD_JUDGE=1 measures FD-judge (scripts/fd_judge.py) of the exported generator (and of
 # FD_REF=NAME=PATH too) at the end; JUDGE_ARGS="..." runs scripts/train_judge.py with those arguments on the
 # same GPU while the generator trains (its --output should be under $OUT); EXT_CACHE=0 skips the ops tarball;
-# FD_SNAPSHOTS=1 measures FD-judge of every kept step checkpoint and brings the best g_ema back.
+# FD_SNAPSHOTS=1 measures FD-judge of every step checkpoint written in this slice and brings the best g_ema
+# back; STATE=0 leaves the full training state on the machine (for a next call on the same warm machine).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 LOGS=$(mktemp -d)
@@ -27,6 +28,7 @@ if [ -n "${JUDGE_ARGS:-}" ]; then
   JUDGE=$!
 fi
 start=$(date +%s)
+MARK=$(mktemp); touch "$MARK"  # step checkpoints newer than this were written by this slice
 timeout -s INT "${GUARD_S:-585}" python3 scripts/train_generator.py --config "$CONFIG" --resume auto \
   --time-limit "${MINUTES:-8.5}" --no-progress ${EXTRA:-} > "$LOGS/train_generator.log" 2>&1
 echo "train_generator exit $? after $(( $(date +%s) - start )) s"
@@ -44,7 +46,7 @@ if [ "${FD_SNAPSHOTS:-0}" = 1 ]; then
   # FD-judge of every kept step checkpoint of this slice (train.keep_checkpoints: 0, save_every as the
   # snapshot interval); the best one's g_ema comes back as $OUT/swagan128_best.pt.
   SNAP=$(mktemp -d); GENS=()
-  for ck in "$RUN"/checkpoints/step_*.pt; do
+  for ck in $(find "$RUN/checkpoints" -name 'step_*.pt' -newer "$MARK" | sort); do
     name=$(basename "$ck" .pt)
     python3 scripts/train_generator.py --export "$SNAP/$name.pt" --ckpt "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
   done
@@ -52,7 +54,7 @@ if [ "${FD_SNAPSHOTS:-0}" = 1 ]; then
   best=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['fd_judge']; r={k: v for k, v in r.items() if k.startswith('step_')}; print(min(r, key=r.get))" "$RUN/fd_snapshots.json")
   echo "best snapshot: $best"; cp "$SNAP/$best.pt" "$OUT/swagan128_best.pt"
 fi
-split -b 15M "$RUN/checkpoints/latest.pt" "$OUT/gan_state.part."
+[ "${STATE:-1}" = 1 ] && split -b 15M "$RUN/checkpoints/latest.pt" "$OUT/gan_state.part."
 cp "$LOGS"/*.log "$RUN"/
 tar czf "$OUT/run_files.tgz" "$RUN/metrics.jsonl" "$RUN/config.yaml" "$RUN/samples" "$RUN"/*.log \
   $(ls "$RUN"/fd_judge.json "$RUN"/fd_snapshots.json 2>/dev/null)
