@@ -14,6 +14,7 @@ from wagi.losses import (
     IDLoss,
     InversionCriterion,
     L2Loss,
+    LatticeLoss,
     LPIPSLoss,
     NonFiniteLossError,
     WaveletLoss,
@@ -530,3 +531,76 @@ def test_criterion_config_errors():
         crit(x_hat, x)
     with pytest.raises(ValueError, match="clashes"):
         crit(x_hat, x, w_plus=torch.zeros(2, 3, 4), extra_terms={"l2": (1.0, torch.tensor(0.0))})
+
+
+# ------------------------------------------------------------------------------------------------
+# lattice term
+
+
+def _grid(s=64):
+    return torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+
+
+def test_lattice_loss_is_zero_without_period_structure_and_large_on_blocks():
+    loss = LatticeLoss((4, 8, 16))
+    x = torch.zeros(2, 3, 64, 64)
+    yy, xx = _grid()
+    # rows alternate in bands of 4 px (period 8): the fold at 8 and 16 is two-level (0.3 / 0.1), flat at 4
+    blocks = (0.1 + 0.2 * (yy % 8 < 4).float()).expand(2, 3, 64, 64)
+    terms = loss.per_period(blocks, x)
+    assert float(terms[4]) == pytest.approx(0.0, abs=1e-10)
+    assert float(terms[8]) == pytest.approx(0.25, rel=1e-5) and float(terms[16]) == pytest.approx(0.25, rel=1e-5)
+    assert float(loss(blocks, x)) == pytest.approx(0.5 / 3, rel=1e-5)
+    assert float(loss(3 * blocks, x)) == pytest.approx(0.5 / 3, rel=1e-5)  # scale-free, like lattice_amplitude
+    from wagi.editing.fidelity import lattice_amplitude
+
+    amp = lattice_amplitude(blocks, (8,))[8]  # a two-level pattern: a quarter of the squared amplitude
+    assert float(terms[8]) == pytest.approx(float(amp[0]) ** 2 / 4, rel=1e-5)
+    # a smooth error whose frequencies (1 and 3 cycles per image) are no multiple of 64/p: folds flat at every p
+    smooth = (1 + 0.5 * torch.sin(2 * math.pi * xx / 64) * torch.sin(2 * math.pi * 3 * yy / 64)).expand(2, 3, 64, 64)
+    assert float(loss(smooth, x)) < 1e-10
+    noise = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # no structure, finite sample
+    assert float(loss(noise, x)) < 0.02 < float(loss(blocks, x))
+
+
+def test_lattice_loss_gradient_flattens_the_fold_without_raising_the_error():
+    loss = LatticeLoss((8,))
+    x = torch.zeros(1, 3, 32, 32)
+    yy, xx = _grid(32)
+    e = (0.1 + 0.2 * ((yy % 8 < 4) & (xx % 8 < 4)).float()).expand(1, 3, 32, 32).clone().requires_grad_(True)
+    value = loss(e, x)
+    value.backward()
+    g = e.grad
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+    # the normaliser carries no gradient: the step lowers the high pixels and raises the low ones by as much,
+    # so the mean error stays and the fold flattens
+    assert float(g.sum()) == pytest.approx(0.0, abs=1e-6)
+    assert float(g[0, 0, 0, 0]) > 0 > float(g[0, 0, 0, 5])
+    with torch.no_grad():
+        stepped = e - 0.05 * g / g.abs().max()
+    assert float(loss(stepped, x)) < value.item() and float(stepped.mean()) == pytest.approx(e.detach().mean().item())
+    with pytest.raises(ValueError, match=">= 2"):
+        LatticeLoss((1, 8))
+
+
+def test_lattice_term_is_registered_with_its_config_keys():
+    from wagi.builders import build_criterion
+    from wagi.config import ConfigError, load_config
+    from wagi.losses import LOSS_TERMS, lambda_key
+
+    from .helpers import TINY_CONFIG
+
+    assert "lattice" in LOSS_TERMS and lambda_key("lattice") == "loss.lattice"
+    assert "lattice" not in build_criterion(load_config(TINY_CONFIG)).active_terms  # default: off
+    crit = build_criterion(load_config(TINY_CONFIG, ["loss.lattice=0.5", "loss.lattice_periods=[8]"]))
+    assert crit.terms["lattice"].periods == (8,)
+    yy, _ = _grid(32)
+    x = torch.zeros(2, 3, 32, 32)
+    x_hat = (0.1 + 0.2 * (yy % 8 < 4).float()).expand(2, 3, 32, 32)
+    total, logs = crit(x_hat, x, w_plus=torch.zeros(2, 4, 8))
+    assert logs["lattice"] == pytest.approx(0.25, rel=1e-5) and logs["lattice/p8"] == pytest.approx(0.25, rel=1e-5)
+    assert logs["lattice_weighted"] == pytest.approx(0.125, rel=1e-5)
+    with pytest.raises(ConfigError, match=r"'loss\.lattice_periods\[0\]'.*>= 2"):
+        load_config(TINY_CONFIG, ["loss.lattice_periods=[1]"])
+    with pytest.raises(ConfigError, match=r"'loss\.lattice_periods\[0\]'.*does not fit"):
+        load_config(TINY_CONFIG, ["loss.lattice=0.5", "loss.lattice_periods=[64]"])

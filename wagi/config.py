@@ -220,6 +220,8 @@ class LossConfig:
     w_norm: float = 0.0
     delta_reg: float = 0.0
     aligner: float = 0.1                   # L1 of the aligned residual vs the true residual
+    lattice: float = 0.0                   # periodic (block) component of the error, folded modulo each period
+    lattice_periods: List[int] = field(default_factory=lambda: [4, 8, 16])  # px of the loss image
     loss_size: Optional[int] = 256         # images are pooled to this size for the losses (None: full)
     terms: Dict[str, float] = field(default_factory=dict)  # weights of registered terms without a key above
     wavelet_cfg: WaveletLossConfig = field(default_factory=WaveletLossConfig)
@@ -543,6 +545,14 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         check_range(weight, f"loss.wavelet_cfg.band_weights.{band}", 0.0)
     check_range(lc.loss_size, "loss.loss_size", 1, MAX_IMAGE_SIDE)
     loss_side = lc.loss_size if lc.loss_size is not None else g.size
+    if not lc.lattice_periods:
+        raise ConfigError("loss.lattice_periods", "needs at least one period (px)")
+    for i, p in enumerate(lc.lattice_periods):
+        check_range(p, f"loss.lattice_periods[{i}]", 2, MAX_IMAGE_SIDE)
+        if lc.lattice > 0 and p > loss_side:
+            what = "loss.loss_size" if lc.loss_size is not None else "generator.size (loss.loss_size: null)"
+            raise ConfigError(f"loss.lattice_periods[{i}]", f"a period of {p} px does not fit the loss image "
+                                                            f"({what} is {loss_side})")
     if loss_side % (2 ** wl.levels) or loss_side < 2 ** wl.levels:
         what = "loss.loss_size" if lc.loss_size is not None else "generator.size (loss.loss_size: null)"
         raise ConfigError("loss.wavelet_cfg.levels", f"{wl.levels} Haar levels need a loss image divisible by "

@@ -13,6 +13,7 @@ term               value
 ``IDLoss``         mean(1 - cos(f(x_hat), f(x))), f = IR-SE50 ArcFace on the face crop
 ``WNormLoss``      batch mean of ||w - latent_avg||_2 over (n_latent, D)            (pSp)
 ``DeltaRegularizer`` sum_i batch mean of ||w_i - w_0||_2                           (e4e)
+``LatticeLoss``    mean_p Var(fold_p |x_hat - x|) / mean(...)^2: the error's block lattice
 =================  ==========================================================================
 
 :data:`LOSS_TERMS` registers each term by name with the inputs its ``forward`` takes (from
@@ -516,6 +517,66 @@ class IDLoss(nn.Module):
         """The loss and the batch-mean cosine similarity as ``'id_similarity'``."""
         loss, sim = self(x_hat, x, return_similarity=True)
         return loss, {"id_similarity": sim.mean()}
+
+
+# --------------------------------------------------------------------------------------------------
+# lattice (periodic block pattern of the error)
+
+
+DEFAULT_LATTICE_PERIODS = (4, 8, 16)  # the block sizes of Haar corrections at the three coarser fused levels
+LATTICE_EPS = 1e-6  # floor of the folded mean (in [-1, 1] image units) that normalises the variance
+
+
+@register_loss_term("lattice", lambda_key="loss.lattice",
+                    config_options=lambda lc: {"periods": tuple(lc.lattice_periods)})
+class LatticeLoss(nn.Module):
+    r"""The periodic component of the reconstruction error, the block lattice coarse Haar corrections stamp.
+
+    For each period ``p`` the absolute error, averaged over the colour channels, is folded modulo ``p`` pixels
+    (``f_p = fold(|x_hat − x|, p)``, :func:`wagi.editing.fidelity.fold`: the mean over every pixel with the same
+    ``(y mod p, x mod p)``, ``(N, p, p)``), and
+
+        ``L = mean_p mean_n Var_ij(f_p[n]) / sg(mean_ij f_p[n])²``
+
+    the squared coefficient of variation of the folded map (``sg``: no gradient through the normaliser, so the
+    loss cannot be lowered by making the error larger everywhere; the normaliser is floored at
+    ``LATTICE_EPS``). An error without structure at period ``p`` folds to a flat map (0); a two-level block
+    pattern of period ``p`` gives a quarter of the squared peak-to-peak amplitude that
+    :func:`~wagi.editing.fidelity.lattice_amplitude` measures. Input ``(N, C, H, W)`` with H, W >= every
+    period (each is cropped to a multiple of it); output a scalar. ``forward_logged`` logs ``lattice/p<p>``.
+    """
+
+    def __init__(self, periods: Sequence[int] = DEFAULT_LATTICE_PERIODS):
+        super().__init__()
+        periods = tuple(int(p) for p in periods)
+        if not periods or any(p < 2 for p in periods):
+            raise ValueError(f"LatticeLoss periods must be integers >= 2, got {list(periods)}")
+        self.periods = periods
+
+    def extra_repr(self) -> str:
+        return f"periods={list(self.periods)}"
+
+    def per_period(self, x_hat: torch.Tensor, x: torch.Tensor) -> Dict[int, torch.Tensor]:
+        """``{p: scalar}``: the term of each period (the loss is their mean)."""
+        _check_pair(x_hat, x, "LatticeLoss")
+        from wagi.editing.fidelity import fold  # at call: the wagi.editing package loads all of editing
+
+        err = x_hat - x
+        out = {}
+        for p in self.periods:
+            f = fold(err, p).flatten(1)  # (N, p*p)
+            mean = f.mean(1).detach().clamp_min(LATTICE_EPS)
+            out[p] = (f.var(1, unbiased=False) / mean.pow(2)).mean()
+        return out
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(list(self.per_period(x_hat, x).values())).mean()
+
+    def forward_logged(self, x_hat: torch.Tensor, x: torch.Tensor, detail: bool = False):
+        """The loss and, with ``detail``, the term of each period as ``'lattice/p<p>'``."""
+        terms = self.per_period(x_hat, x)
+        loss = torch.stack(list(terms.values())).mean()
+        return loss, ({f"lattice/p{p}": v for p, v in terms.items()} if detail else {})
 
 
 # --------------------------------------------------------------------------------------------------
