@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-level", type=positive_int, action="append", default=[], metavar="R",
                    help="leave out the fusion's corrections at feature resolution R (ablation; repeatable)")
     p.add_argument("--cascade", action="store_true",
-                   help="ablation: compute each level's corrections from the residual the coarser levels left")
+                   help="ablation: compute each level's corrections from the residual the coarser levels left "
+                        "(sets each model's fusion.cascade)")
     p.add_argument("--no-edits", action="store_true", help="lattice and colour only (no change-kept table)")
     p.add_argument("--seed-offset", type=int, default=EDIT_TEST_SEED_OFFSET,
                    help="first demo face seed (default: the edit benchmark's held-out range)")
@@ -100,18 +101,6 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def cascade_invert(model: WaGI, x: torch.Tensor):
-    """Like ``model.invert`` but each fused level, coarse to fine, sees the residual left by the coarser ones."""
-    w = model.encode(x)
-    branches = model.synthesize(w)
-    base = model.compose(branches)
-    corr = {}
-    for r in sorted(model.fusion.resolutions):
-        cur = model.compose(branches, corr) if corr else base
-        corr[r] = model.fusion(x, cur, source_map=x - cur)[r]
-    return model.compose(branches, corr), w, {"base": base}
-
-
 def attribute_regions(seeds, size: int) -> Dict[str, torch.Tensor]:
     """For each binary attribute of the demo faces: ``(N, size, size)`` bool, where a face that has it draws it
     (all False on the faces without it)."""
@@ -124,7 +113,7 @@ def attribute_regions(seeds, size: int) -> Dict[str, torch.Tensor]:
     return regions
 
 
-def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool, cascade: bool = False,
+def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progress: bool,
              regions: Optional[Dict[str, torch.Tensor]] = None):
     sets = {"faces": faces} if photos is None else {"faces": faces, "photos": photos}
     res = {"lattice": {}, "colour": {}, "kept": {}, "regions": {}}
@@ -136,7 +125,7 @@ def evaluate(model: WaGI, faces: torch.Tensor, photos, edits, batch: int, progre
         offset = []
         for i in range(0, imgs.shape[0], batch):
             x = resize(imgs[i:i + batch], model.image_size)
-            fused, w, ex = cascade_invert(model, x) if cascade else model.invert(x)
+            fused, w, ex = model.invert(x)
             base = ex["base"]
             for fuse, out in ((True, fused), (False, base)):
                 errs[fuse].append(out - x)
@@ -184,7 +173,7 @@ def markdown(results, meta) -> str:
              f"{', 2 photos' if meta['photos'] else ''}; {meta['device']})", ""]
     for name, r in results.items():
         lines += [f"## {name} (fused resolutions {r['fused_resolutions']}, edit_mode {r['edit_mode']}, "
-                  f"edit_gate {r['edit_gate']})", "",
+                  f"edit_gate {r['edit_gate']}{', cascade' if r.get('cascade') else ''})", "",
                   "| edit | strength | pixel change kept | high-band change kept |", "|---|---|---|---|"]
         for e, k in r["kept"].items():
             lines.append(f"| {e} | {r['strengths'][e]:g} | {k['pixel']:.3f} | {k['high']:.3f} |")
@@ -238,23 +227,27 @@ def main(argv=None) -> int:
             print(f"--model {name}: skipped: --drop-level {unknown[0]} is not one of its fusion resolutions "
                   f"{model.fusion.resolutions}", file=sys.stderr)
             continue
+        if args.cascade and model.fusion.source != "residual":
+            print(f"--model {name}: skipped: --cascade needs a fusion on the residual (its source is "
+                  f"{model.fusion.source!r})", file=sys.stderr)
+            continue
         model.fusion.resolutions = [r for r in model.fusion.resolutions if r not in args.drop_level]
+        model.fusion.cascade = model.fusion.cascade or args.cascade
         apply_edit_fusion_flags(model, args)
         photos = None if args.no_photos else sample_photos(model.image_size).to(device)
         comps, _ = sefa_directions(model.generator)
         edits = {}
-        for k in range(0 if args.no_edits or args.cascade else 3):
+        for k in range(0 if args.no_edits else 3):
             for sign in (1, -1):
                 edits[f"sefa{k}{'+' if sign > 0 else '-'}"] = (comps[k].to(device), sign * args.strength)
-        for dname, d in ({} if args.no_edits or args.cascade else shipped).items():
+        for dname, d in ({} if args.no_edits else shipped).items():
             try:
                 check_direction_fits(d.entry, model.generator, dname)
             except ValueError:
                 continue
             edits[dname] = (d.direction.to(device), float(d.strength))
-        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress, args.cascade,
-                     regions=regions)
-        r["cascade"] = args.cascade
+        r = evaluate(model, faces.to(device), photos, edits, args.batch_size, progress, regions=regions)
+        r["cascade"] = model.fusion.cascade
         r["fused_resolutions"] = list(model.fusion.resolutions)
         r["edit_mode"] = model.fusion.edit_mode
         r["edit_gate"] = list(model.fusion.edit_gate) if model.fusion.edit_gate else None

@@ -218,6 +218,8 @@ BAD_VALUES = [
     ({"fusion": {"width": 0}}, "fusion.width", ">= 1"),
     ({"fusion": {"aligner": {"aug_prob": 2}}}, "fusion.aligner.aug_prob", "<= 1"),
     ({"data": {"demo": True, "image_size": 0}}, "data.image_size", ">= 8"),
+    ({"fusion": {"cascade": True, "source": "input"}}, "fusion.cascade", "fusion.source: residual"),
+    ({"fusion": {"cascade": True, "kind": "feature"}}, "fusion.cascade", "fusion.kind: wavelet"),
     ({"loss": {"lattice": -1}}, "loss.lattice", ">= 0"),
     ({"loss": {"lattice": 1.0, "loss_size": 8}}, "loss.lattice_periods[2]", "does not fit"),
     ({"experiment": {"name": "../elsewhere"}}, "experiment.name", "one folder name"),

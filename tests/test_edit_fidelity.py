@@ -158,7 +158,11 @@ def test_eval_fusion_script_reports_kept_change_lattice_and_colour(tmp_path, mod
                          capture_output=True, text=True, timeout=300)
     assert abl.returncode == 0, abl.stderr
     res = json.loads((out / "fusion.json").read_text())["results"]["tiny"]
-    assert res["fused_resolutions"] == levels[1:] and res["cascade"] and res["kept"] == {}
+    assert res["fused_resolutions"] == levels[1:] and res["cascade"]
+    # the cascade is the model's own path now (fusion.cascade), so edits run through it too: reused, they keep
+    # all of the edit's change
+    assert set(res["kept"]) == {"sefa0+", "sefa0-", "sefa1+", "sefa1-", "sefa2+", "sefa2-"}
+    assert all(k["pixel"] > 0.999 and k["high"] > 0.999 for k in res["kept"].values())
     assert set(res["lattice"]) == {"faces"}
     bad = subprocess.run(cmd + ["--overwrite", "--drop-level", "3"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--drop-level 3" in bad.stderr

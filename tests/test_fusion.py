@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from wagi import wavelets as wv
 from wagi.models.fusion import FeatureFusion, ResidualAligner, WaveletFusion, haar_pyramid, random_perspective
 from wagi.models.swagan import Generator
+from wagi.tensors import resize
 
 SIZE = 32
 
@@ -155,3 +156,93 @@ def test_aligner_parameters_come_last(kind):
     names = [n for n, _ in tiny_wagi(f"fusion.kind={kind}", "fusion.aligner.enabled=true").fusion.named_parameters()]
     first = next(i for i, n in enumerate(names) if n.startswith("aligner."))
     assert first > 0 and all(n.startswith("aligner.") for n in names[first:])
+
+
+# ------------------------------------------------------------------------------------------------ cascade
+
+
+def test_correction_image_is_the_change_compose_makes(gen):
+    branches = gen.synthesize(_latent(gen), randomize_noise=False)
+    g = torch.Generator().manual_seed(3)
+    corr = {8: torch.randn(2, 9, 8, 8, generator=g), 16: torch.randn(1, 9, 16, 16, generator=g)}  # 16: broadcast
+    change = gen.correction_image(corr)
+    assert change.shape == (2, 3, SIZE, SIZE)
+    torch.testing.assert_close(change, gen.compose(branches, corr) - gen.compose(branches), atol=2e-5, rtol=0)
+    # the LL of the finest corrected level is untouched: its change has no low band at that level
+    only_finest = gen.correction_image({16: corr[16]})
+    assert float(wv.dwt(only_finest)[:, :3].abs().max()) < 1e-6
+    with pytest.raises(ValueError, match="at least one"):
+        gen.correction_image({})
+
+
+def _tiny_fused(*overrides):
+    from tests.helpers import tiny_wagi
+
+    m = tiny_wagi("fusion.kind=wavelet", *overrides)
+    with torch.no_grad():
+        for i, gate in enumerate(m.fusion.gates.values()):
+            gate.fill_(0.6 + 0.2 * i)  # an active fusion: the levels interact through the skip chain
+    return m
+
+
+def test_cascade_equals_the_levels_applied_one_after_another():
+    m = _tiny_fused("fusion.aligner.enabled=false", "fusion.cascade=true")
+    assert m.fusion.cascade and m.fusion.resolutions == [8, 16]
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        fused, w, ex = m.invert(x)
+        # by hand, as scripts/eval_fusion.py did at evaluation time: each level from the image fused so far
+        branches = m.synthesize(w)
+        base = m.compose(branches)
+        m.fusion.cascade = False
+        corr = {}
+        for r in m.fusion.resolutions:
+            cur = m.compose(branches, corr) if corr else base
+            corr[r] = m.fusion(x, cur, source_map=x - cur)[r]
+        hand = m.compose(branches, corr)
+        independent, _, ex_ind = m.invert(x)
+    for r in corr:
+        torch.testing.assert_close(ex["wavelet_corrections"][r], corr[r], atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused, hand, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ex_ind["wavelet_corrections"][8], corr[8], atol=0, rtol=0)  # the first level agrees
+    assert float((fused - independent).abs().max()) > 1e-2  # the finer level sees another residual
+
+
+def test_cascade_gets_gradients_at_every_level_and_needs_the_residual():
+    m = _tiny_fused("fusion.cascade=true", "fusion.aligner.enabled=false")
+    m.train()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    fused, _, _ = m.invert(x)
+    (fused - x).pow(2).mean().backward()
+    for r in ("8", "16"):
+        grads = [p.grad for p in m.fusion.nets[r].parameters()] + [m.fusion.gates[r].grad]
+        assert all(g is not None and float(g.abs().sum()) > 0 for g in grads), r
+    # the coarse level is trained through its own output and through the finer level's input
+    m.zero_grad()
+    corr = m.fusion(x, m.invert(x, fuse=False)[0], correction_image=m.generator.correction_image)
+    corr[16].pow(2).sum().backward()
+    assert float(m.fusion.gates["8"].grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="correction_image"):
+        m.fusion(x, x)
+    with pytest.raises(ValueError, match="residual"):
+        WaveletFusion(SIZE, [8, 16], width=8, source="input", cascade=True)
+
+
+def test_independent_levels_are_unchanged():
+    """``fusion.cascade: false`` computes what the fusion always did: every level from the one aligned Δ."""
+    m = _tiny_fused()
+    f = m.fusion
+    assert not f.cascade and f.has_aligner
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    with torch.no_grad():
+        base = m.invert(x, fuse=False)[0]
+        src = f.aligner(x - base, base)
+        expected = {}
+        for r in f.resolutions:
+            src_r, tgt_r = resize(src, 2 * r), resize(base, 2 * r)
+            feats = torch.cat([haar_pyramid(src_r, f.levels), haar_pyramid(tgt_r, f.levels)], dim=1)
+            expected[r] = f.gates[str(r)] * (wv.high_bands(wv.dwt(src_r)) + f.nets[str(r)](feats))
+        got = m.fusion_outputs(x, base)["wavelet_corrections"]
+    assert set(got) == set(expected)
+    for r in expected:
+        assert torch.equal(got[r], expected[r]), r

@@ -203,6 +203,7 @@ class FusionConfig:
     edit_mode: str = choice_field("reuse", ("reuse", "recompute"))  # edits: reuse the recon corrections, or recompute
     edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.02, 0.06, 1])  # [lo, hi, dilate] or null
     edit_signal: str = choice_field("pixel", ("high", "pixel"))  # what the edit gate measures
+    cascade: bool = False                  # levels coarse to fine, each from the residual the coarser ones left
 
 
 @dataclass
@@ -524,6 +525,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
         if dilate != int(dilate) or not 0 <= dilate <= 8:
             raise ConfigError("fusion.edit_gate", f"dilate (the third value) is an integer in [0, 8], got {dilate}")
     check_range(lc.aligner, "loss.aligner", 0.0)
+    _check_cascade(fu)
     for name in LOSS_TERMS:
         key = lambda_key(name)
         if key.startswith(EXTRA_LAMBDAS_KEY + "."):
@@ -620,6 +622,15 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     for band in cfg.loss.wavelet_cfg.band_weights:
         if band not in ("LL", "LH", "HL", "HH"):
             raise ConfigError(f"loss.wavelet_cfg.band_weights.{band}", "bands are LL, LH, HL, HH")
+
+
+def _check_cascade(fu) -> None:
+    """``fusion.cascade`` needs wavelet corrections computed from the residual."""
+    if fu.cascade and fu.kind == "feature":
+        raise ConfigError("fusion.cascade", "applies to wavelet corrections (fusion.kind: wavelet), not to 'feature'")
+    if fu.cascade and fu.source != "residual":
+        raise ConfigError("fusion.cascade", f"computes each level from the residual the coarser levels left; it needs "
+                                            f"fusion.source: residual, got {fu.source!r}")
 
 
 def check_dataset_kind(dc) -> str:

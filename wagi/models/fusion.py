@@ -11,6 +11,9 @@ channels (LH, HL, HH; 9 of the 12) of that skip at chosen resolutions:
     ΔC_r    = g_r ⊙ (HF(DWT(resize(Δ, 2r))) + f_r(D_r))      (N, 9, r, r)
     skip_r  ← skip_r + [0 | ΔC_r]                           (LL channels never change)
 
+* ``fusion.cascade``: the levels run coarse to fine and level r sees the residual the coarser ones left,
+  Δ − M_<r and x_ref + M_<r, M_<r the image change of the corrections at r' < r (the skip chain is linear:
+  :meth:`wagi.models.swagan.Generator.correction_image`), so a finer level can undo a coarse level's blocks.
 * ``g_r`` are per-channel gates initialised to ``gate_init`` (0 by default), so at step 0 the fused output
   equals the plain generator's and training starts from the base model.
 * With ``g_r = 1`` and ``f_r = 0`` the correction is exactly the Haar detail of the residual at that
@@ -216,6 +219,7 @@ class Fusion(nn.Module):
 
     injects: str = WAVELET_CORRECTIONS
     edit_mode: str = "recompute"
+    cascade: bool = False  # True: forward takes ``correction_image`` (see WaveletFusion); WaGI passes it
 
     def __init__(self, aligner: Optional[ResidualAligner] = None):
         super().__init__()
@@ -257,6 +261,8 @@ class WaveletFusion(Fusion):
         edit_gate: ``(lo, hi, dilate)`` for :meth:`gate_edit` (see :func:`edit_change_gate`), or None to
             apply an edit pass's corrections everywhere.
         edit_signal: what the gate measures, ``'high'`` or ``'pixel'`` (:func:`edit_change_gate`).
+        cascade: compute the levels coarse to fine, each from the residual the coarser ones left
+            (:meth:`forward`); needs ``source='residual'``.
     """
 
     injects = WAVELET_CORRECTIONS
@@ -264,7 +270,7 @@ class WaveletFusion(Fusion):
     def __init__(self, image_size: int, resolutions: Sequence[int], width: int = 64, source: str = "residual",
                  levels: int = 1, gate_init: float = 0.0, aligner: Optional[ResidualAligner] = None,
                  edit_mode: str = "recompute", edit_gate: Optional[Tuple[float, float, int]] = None,
-                 edit_signal: str = "high"):
+                 edit_signal: str = "high", cascade: bool = False):
         super().__init__(aligner)
         if edit_mode not in EDIT_MODES:
             raise ValueError(f"edit_mode must be one of {EDIT_MODES}, got {edit_mode!r}")
@@ -288,6 +294,8 @@ class WaveletFusion(Fusion):
                 raise ValueError(f"fusion resolution {r} is too small for {levels} Haar levels")
         self.source = source
         self.levels = levels
+        self.cascade = bool(cascade)
+        self._check_cascade()
         in_ch = 2 * (3 + 9 * levels)
         self.nets = nn.ModuleDict({str(r): _LevelNet(in_ch, level_width(width, r)) for r in self.resolutions})
         self.gates = nn.ParameterDict({str(r): nn.Parameter(torch.full((1, N_HF, 1, 1), float(gate_init)))
@@ -298,8 +306,23 @@ class WaveletFusion(Fusion):
         """The source map the corrections are computed from (N,3,S,S)."""
         return x - x_hat0 if self.source == "residual" else x
 
+    def _check_cascade(self) -> None:
+        if self.cascade and self.source != "residual":
+            raise ValueError(f"cascade fusion computes each level from the residual the coarser ones left; it needs "
+                             f"source 'residual', got {self.source!r}")
+
+    def level(self, r: int, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The correction ΔC_r (N, 9, r, r) at feature resolution ``r`` from a source map and a target image
+        (both (N,3,S,S)): ``g_r ⊙ (HF(DWT(resize(src, 2r))) + f_r(pyramid(src) ⊕ pyramid(target)))``."""
+        src_r, tgt_r = resize(src, 2 * r), resize(target, 2 * r)
+        feats = torch.cat([haar_pyramid(src_r, self.levels), haar_pyramid(tgt_r, self.levels)], dim=1)
+        direct = wv.high_bands(wv.dwt(src_r))
+        return self.gates[str(r)] * (direct + self.nets[str(r)](feats))
+
     def forward(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
-                source_map: Optional[torch.Tensor] = None) -> Dict[int, torch.Tensor]:
+                source_map: Optional[torch.Tensor] = None,
+                correction_image: Optional[Callable[[Dict[int, torch.Tensor]], torch.Tensor]] = None
+                ) -> Dict[int, torch.Tensor]:
         """Corrections ``{r: (N, 9, r, r)}`` for ``Generator(..., wavelet_corrections=...)``.
 
         Args:
@@ -309,6 +332,13 @@ class WaveletFusion(Fusion):
                 edited reconstruction. With an aligner, Δ is always passed through it onto ``target``
                 (as in training, where it learns to undo random warps given x̂0).
             source_map: an already aligned distortion map; used as is (no aligner call).
+            correction_image: with ``cascade``, ``fn(corrections) -> (N,3,S,S)``, the image change those
+                corrections make (:meth:`wagi.models.swagan.Generator.correction_image`; :class:`WaGI` passes it).
+
+        Independent levels (default): every level sees the same source map Δ and target. ``cascade``: the levels
+        run coarse to fine, and level r sees what the coarser levels left, ``Δ − M_<r`` and ``target + M_<r``,
+        ``M_<r = correction_image({r' < r: ΔC_r'})``: without an aligner that is ``x − x̂_<r`` and ``x̂_<r``, the
+        image fused with the coarser levels only.
         """
         s = self.image_size
         x, x_hat0 = resize(x, s), resize(x_hat0, s)
@@ -316,14 +346,19 @@ class WaveletFusion(Fusion):
         src = self.distortion(x, x_hat0) if source_map is None else resize(source_map, s)
         if self.aligner is not None and source_map is None:
             src = self.aligner(src, target)
+        if self.cascade:
+            self._check_cascade()
+            if correction_image is None:
+                raise ValueError("a cascade fusion needs correction_image (the generator's skip chain); "
+                                 "WaGI.fusion_outputs passes Generator.correction_image")
         out: Dict[int, torch.Tensor] = {}
         for r in self.resolutions:
-            src_r, tgt_r = resize(src, 2 * r), resize(target, 2 * r)
-            feats = torch.cat([haar_pyramid(src_r, self.levels), haar_pyramid(tgt_r, self.levels)], dim=1)
-            direct = wv.high_bands(wv.dwt(src_r))
-            out[r] = self.gates[str(r)] * (direct + self.nets[str(r)](feats))
+            if self.cascade and out:
+                change = correction_image(out)
+                out[r] = self.level(r, src - change, target + change)
+            else:
+                out[r] = self.level(r, src, target)
         return out
-
 
     def gate_edit(self, corrections: Dict[int, torch.Tensor], base: torch.Tensor, edited: torch.Tensor
                   ) -> Dict[int, torch.Tensor]:
@@ -386,7 +421,7 @@ def _wavelet_fusion(fc, generator: nn.Module, aligner: Optional[ResidualAligner]
     gate = None if fc.edit_gate is None else (fc.edit_gate[0], fc.edit_gate[1], int(fc.edit_gate[2]))
     return WaveletFusion(generator.size, fc.resolutions, width=fc.width, source=fc.source, levels=fc.levels,
                          gate_init=fc.gate_init, aligner=aligner, edit_mode=fc.edit_mode, edit_gate=gate,
-                         edit_signal=fc.edit_signal)
+                         edit_signal=fc.edit_signal, cascade=fc.cascade)
 
 
 @FUSIONS.register("feature")

@@ -397,6 +397,28 @@ class Generator(nn.Module):
             skip = self._correct(skip, corrections.get(2 ** (k + 3)))
         return self.iwt(skip)
 
+    def correction_image(self, wavelet_corrections: Mapping[int, Tensor]) -> Tensor:
+        """The image change ``(N, 3, size, size)`` that ``wavelet_corrections`` (as for :meth:`compose`) make.
+
+        The skip chain and the final inverse Haar are linear, so ``compose(b, C) − compose(b)`` is the same
+        for every set of branches ``b``: the chain run on the corrections alone, from the coarsest corrected
+        level (the levels below it carry zeros). Equal to ``compose(b, C) − compose(b)`` up to round-off.
+        """
+        if not wavelet_corrections:
+            raise ValueError("correction_image needs at least one correction")
+        batch = max(int(c.shape[0]) for c in wavelet_corrections.values() if isinstance(c, Tensor))
+        corrections = self._check_wavelet_corrections(wavelet_corrections, batch)
+        skip: Optional[Tensor] = None
+        for i, r in enumerate(self.feature_resolutions):
+            if skip is not None:
+                skip = self.to_rgbs[i - 1].upsample_skip(skip)
+            c = corrections.get(r)
+            if c is None:
+                continue
+            coeffs = torch.cat([c.new_zeros(c.shape[0], IMAGE_CHANNELS, r, r), c], dim=1)
+            skip = coeffs if skip is None else skip + coeffs
+        return self.iwt(skip)
+
     @staticmethod
     def _correct(skip: Tensor, correction: Optional[Tensor]) -> Tensor:
         if correction is None:

@@ -9,7 +9,8 @@ Data flow (docs/method.md explains each step):
     w+   = latent_avg + E(x)                   psp / e4e
     w+_0 = latent_avg, ŷ_0 = G(latent_avg);  w+_{t+1} = w+_t + E([x, ŷ_t])   restyle (K steps)
     x̂0   = G(w+)                               plain reconstruction
-    x̂    = G(w+, corrections = F(x, x̂0))       wavelet fusion (only the cheap skip chain is recomputed)
+    x̂    = G(w+, corrections = F(x, x̂0))       wavelet fusion (only the cheap skip chain is recomputed;
+                                               fusion.cascade: level by level, coarse to fine)
 
 The generator runs with its stored noise buffers by default (config ``generator.randomize_noise: false``), so
 inversion is deterministic; with ``randomize_noise`` true every synthesis draws fresh noise maps from the
@@ -169,10 +170,13 @@ class WaGI(nn.Module):
     def fusion_outputs(self, x: torch.Tensor, x_hat0: torch.Tensor, target: Optional[torch.Tensor] = None,
                        source_map: Optional[torch.Tensor] = None):
         """Arguments for the fused generator pass: ``{fusion.injects: fusion(...)}``, i.e.
-        ``{'wavelet_corrections': ...}`` or ``{'feature_conditions': ...}``."""
+        ``{'wavelet_corrections': ...}`` or ``{'feature_conditions': ...}``. A cascade fusion (``fusion.cascade``)
+        gets the generator's :meth:`~wagi.models.swagan.Generator.correction_image`, so that each level sees the
+        residual the coarser levels left, in training and inference alike."""
         if self.fusion is None:
             return {}
-        return {self.fusion.injects: self.fusion(x, x_hat0, target=target, source_map=source_map)}
+        kwargs = {"correction_image": self.generator.correction_image} if self.fusion.cascade else {}
+        return {self.fusion.injects: self.fusion(x, x_hat0, target=target, source_map=source_map, **kwargs)}
 
     def fused_decode(self, w_plus: torch.Tensor, branches: List[torch.Tensor],
                      fuse_args: Dict[str, Any]) -> torch.Tensor:
