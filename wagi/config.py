@@ -191,6 +191,18 @@ class AlignerConfig:
     size: int = 256                        # resolution the aligner's U-Net works at (its flow is upsampled)
 
 
+EDIT_AUG_SOURCES = ("sefa", "random")  # where an augmentation edit's direction comes from (fusion.edit_aug.sources)
+
+
+@dataclass
+class EditAugConfig:
+    prob: float = 0.0                      # share of stage-2 samples whose latent is edited (0: off)
+    strength: List[float] = field(default_factory=lambda: [2.0, 6.0])  # |s| uniform in [lo, hi], sign random
+    sources: List[str] = field(default_factory=lambda: ["sefa", "random"])  # picked uniformly per edit
+    sefa_components: int = 8               # a SeFa edit uses one of the generator's top-k components
+    mask: List[float] = field(default_factory=lambda: [0.02, 0.06, 2])  # [lo, hi, dilate px]: where it changed
+
+
 @dataclass
 class FusionConfig:
     kind: str = choice_field("wavelet", FUSIONS, also=("none",))  # wagi.models.fusion.FUSIONS
@@ -204,6 +216,7 @@ class FusionConfig:
     edit_gate: Optional[List[float]] = field(default_factory=lambda: [0.02, 0.06, 1])  # [lo, hi, dilate] or null
     edit_signal: str = choice_field("pixel", ("high", "pixel"))  # what the edit gate measures
     cascade: bool = False                  # levels coarse to fine, each from the residual the coarser ones left
+    edit_aug: EditAugConfig = field(default_factory=EditAugConfig)  # stage 2: real latent edits as augmentation
 
 
 @dataclass
@@ -221,6 +234,7 @@ class LossConfig:
     w_norm: float = 0.0
     delta_reg: float = 0.0
     aligner: float = 0.1                   # L1 of the aligned residual vs the true residual
+    edit_aug: float = 1.0                  # the edit pass of fusion.edit_aug (used only when its prob > 0)
     lattice: float = 0.0                   # periodic (block) component of the error, folded modulo each period
     lattice_periods: List[int] = field(default_factory=lambda: [4, 8, 16])  # px of the loss image
     loss_size: Optional[int] = 256         # images are pooled to this size for the losses (None: full)
@@ -432,6 +446,7 @@ MAX_N_MLP = 64
 MAX_CHANNEL_MULTIPLIER = 16
 MAX_HAAR_LEVELS = 8        # 2**8 = 256: an image at least 256 px per side for the coarsest band
 MAX_N_ITERS = 100
+MAX_EDIT_MASK_DILATE = 32  # px of fusion.edit_aug.mask: an edit's reach at 1024 px; more masks the whole face
 MAX_BATCH = 4096           # per process; the largest published GAN batches are 2048 over many GPUs (wagi.cli too)
 
 
@@ -526,6 +541,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
             raise ConfigError("fusion.edit_gate", f"dilate (the third value) is an integer in [0, 8], got {dilate}")
     check_range(lc.aligner, "loss.aligner", 0.0)
     _check_cascade(fu)
+    _check_edit_aug(cfg)
     for name in LOSS_TERMS:
         key = lambda_key(name)
         if key.startswith(EXTRA_LAMBDAS_KEY + "."):
@@ -631,6 +647,39 @@ def _check_cascade(fu) -> None:
     if fu.cascade and fu.source != "residual":
         raise ConfigError("fusion.cascade", f"computes each level from the residual the coarser levels left; it needs "
                                             f"fusion.source: residual, got {fu.source!r}")
+
+
+def _check_edit_aug(cfg: WaGIConfig) -> None:
+    """``fusion.edit_aug`` and ``loss.edit_aug``: their ranges and what the augmentation needs."""
+    fu, ea = cfg.fusion, cfg.fusion.edit_aug
+    check_range(ea.prob, "fusion.edit_aug.prob", 0.0, 1.0)
+    if len(ea.strength) != 2 or not 0.0 <= ea.strength[0] <= ea.strength[1]:
+        raise ConfigError("fusion.edit_aug.strength", f"is [lo, hi] with 0 <= lo <= hi, got {shown(ea.strength)}")
+    if not ea.sources:
+        raise ConfigError("fusion.edit_aug.sources", f"needs at least one of {list(EDIT_AUG_SOURCES)}")
+    for i, src in enumerate(ea.sources):
+        if src not in EDIT_AUG_SOURCES or src in ea.sources[:i]:
+            raise ConfigError(f"fusion.edit_aug.sources[{i}]", f"must be one of {list(EDIT_AUG_SOURCES)}, each at "
+                                                               f"most once, got {shown(src)}")
+    check_range(ea.sefa_components, "fusion.edit_aug.sefa_components", 1, cfg.generator.style_dim)
+    if len(ea.mask) != 3:
+        raise ConfigError("fusion.edit_aug.mask", f"is [lo, hi, dilate], got {len(ea.mask)} values")
+    lo, hi, dilate = ea.mask
+    check_range(lo, "fusion.edit_aug.mask", 0.0)
+    if not hi > lo:
+        raise ConfigError("fusion.edit_aug.mask", f"needs hi > lo, got lo={lo}, hi={hi}")
+    if dilate != int(dilate) or not 0 <= dilate <= MAX_EDIT_MASK_DILATE:
+        raise ConfigError("fusion.edit_aug.mask", f"dilate (the third value, px) is an integer in "
+                                                  f"[0, {MAX_EDIT_MASK_DILATE}], got {dilate}")
+    check_range(cfg.loss.edit_aug, "loss.edit_aug", 0.0)
+    if ea.prob > 0:
+        if fu.kind == "none":
+            raise ConfigError("fusion.edit_aug.prob", "edit augmentation trains a fusion module; fusion.kind is 'none'")
+        if cfg.train.stage == "encoder":
+            raise ConfigError("fusion.edit_aug.prob", "edit augmentation applies to train.stage 'fusion' or 'joint' "
+                                                      "(the encoder stage has no fusion); set it to 0")
+        if not cfg.loss.edit_aug > 0:
+            raise ConfigError("loss.edit_aug", "fusion.edit_aug.prob > 0 needs a positive weight for its loss")
 
 
 def check_dataset_kind(dc) -> str:

@@ -8,7 +8,8 @@ Stages (``train.stage``):
 * ``fusion``: freeze the encoder (loaded from ``train.encoder_ckpt``) and train the fusion module and its
   aligner. The distortion Δ = x − x̂0 is warped by a random perspective; the aligner must undo the warp
   given x̂0 (L1, weight ``loss.aligner``) and the fusion consumes the aligned map, so it learns to work
-  with the imperfectly aligned residuals it will see on edited images.
+  with the imperfectly aligned residuals it will see on edited images. With ``fusion.edit_aug`` a share of the
+  samples also gets a real latent edit and an edit pass (:mod:`wagi.training.edit_aug`, loss ``loss.edit_aug``).
 * ``joint``: everything that is not frozen trains together.
 
 A progressive head (e4e) with ``encoder.progressive_every`` set trains W only for ``encoder.progressive_start``
@@ -48,6 +49,7 @@ from ..builders import build_criterion, build_datasets, build_generator, dataset
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import WaGIConfig, save_config
 from ..datasets import dataset_description
+from ..editing.factorization import sefa_directions
 from ..losses import InversionCriterion, NonFiniteLossError
 from ..models.fusion import random_perspective
 from ..models.wagi import WaGI
@@ -55,6 +57,7 @@ from ..tensors import resize
 from . import data as D
 from .common import TrainerBase, TrainingStopped, restoring_from
 from .distributed import DistInfo, all_reduce_mean, barrier
+from .edit_aug import EditAugmentation, edit_change_mask, edit_loss, edit_target
 from .optim import apply_hyperparameters, build_optimizer, build_scheduler, state_mismatch
 
 logger = logging.getLogger(__name__)
@@ -95,13 +98,16 @@ class EncoderStep(nn.Module):
 
 
 class FusionStep(nn.Module):
-    """The fusion-stage forward: frozen inversion, warped residual, aligner, fused pass, losses."""
+    """The fusion-stage forward: frozen inversion, warped residual, aligner, fused pass, losses; with
+    ``edit_aug`` (:class:`~wagi.training.edit_aug.EditAugmentation`) also the edit pass of the edited samples."""
 
     def __init__(self, model: WaGI, criterion: InversionCriterion, loss_size: Optional[int], aligner_lambda: float,
-                 distortion_scale: float, aug_prob: float):
+                 distortion_scale: float, aug_prob: float, edit_aug: Optional[EditAugmentation] = None,
+                 edit_aug_lambda: float = 0.0):
         super().__init__()
         self.model, self.criterion, self.loss_size = model, criterion, loss_size
         self.aligner_lambda, self.distortion_scale, self.aug_prob = aligner_lambda, distortion_scale, aug_prob
+        self.edit_aug, self.edit_aug_lambda = edit_aug, edit_aug_lambda
 
     def forward(self, x: torch.Tensor, seeds: List[int], train_encoder: bool = False):
         m = self.model
@@ -123,9 +129,36 @@ class FusionStep(nn.Module):
         fuse_args = m.fusion_outputs(x, base, source_map=source_map)
         img = m.fused_decode(w, branches, fuse_args)
         ls = self.loss_size
+        side = {}
+        if self.edit_aug is not None:
+            value, side = self.edit_pass(x, w.detach(), base.detach(), seeds)
+            extra["edit_aug"] = (self.edit_aug_lambda, value)
         loss, logs = self.criterion(resize(img, ls) if ls else img, resize(x, ls) if ls else x, w_plus=w,
                                     latent_avg=m.latent_avg, extra_terms=extra, n_active=m.n_active)
+        logs.update(side)
         return loss, logs, w, img
+
+    def edit_pass(self, x: torch.Tensor, w: torch.Tensor, base: torch.Tensor, seeds: List[int]):
+        """``(L_edit, side logs)`` of the samples that :attr:`edit_aug` edits (:mod:`wagi.training.edit_aug`);
+        L_edit is 0 without gradient when none is. Side logs: ``edit_aug_share`` (edited samples / batch) and
+        ``edit_aug_changed`` (the mean of the change mask m over the edited samples)."""
+        m, ls = self.model, self.loss_size
+        picked, shifts = self.edit_aug.draw_batch(seeds)
+        share = len(picked) / max(len(seeds), 1)
+        if not picked:
+            return x.new_zeros(()), {"edit_aug_share": share, "edit_aug_changed": 0.0}
+        idx = torch.tensor(picked, device=x.device)
+        xs, bs = x[idx], base[idx]
+        we = w[idx] + shifts.to(w).unsqueeze(1)  # the same shift for every W+ entry
+        with torch.no_grad():
+            branches = m.synthesize(we)
+            edited = m.compose(branches)
+            lo, hi, dilate = self.edit_aug.mask
+            mask = edit_change_mask(bs, edited, lo, hi, dilate)
+            target = edit_target(xs, bs, edited, mask)
+        img = m.fused_decode(we, branches, m.fusion_outputs(xs, bs, target=edited))
+        value = edit_loss(resize(img, ls) if ls else img, resize(target, ls) if ls else target)
+        return value, {"edit_aug_share": share, "edit_aug_changed": float(mask.mean())}
 
 
 class Trainer(TrainerBase):
@@ -166,7 +199,8 @@ class Trainer(TrainerBase):
         else:
             fa = cfg.fusion.aligner
             self.step_module = FusionStep(self.model, self.criterion, cfg.loss.loss_size, cfg.loss.aligner,
-                                          fa.distortion_scale, fa.aug_prob)
+                                          fa.distortion_scale, fa.aug_prob, self._edit_augmentation(),
+                                          cfg.loss.edit_aug)
         self.ddp_module = self.step_module
         if self.dist.enabled:
             # e4e's progressive schedule leaves the heads of inactive deltas out of the loss until their stage:
@@ -204,6 +238,22 @@ class Trainer(TrainerBase):
         if stage == "encoder" and m.fusion is not None:
             m.fusion = None  # the fusion module has no role in the encoder stage
             m.config["fusion"]["kind"] = "none"  # so that its checkpoints load as encoder-only models
+
+    def _edit_augmentation(self) -> Optional[EditAugmentation]:
+        """``fusion.edit_aug`` (None when its prob is 0). The SeFa directions are computed once, from the
+        generator as it is at the start of the run."""
+        ea = self.cfg.fusion.edit_aug
+        if ea.prob <= 0:
+            return None
+        if self.cfg.fusion.edit_mode != "recompute" and self.dist.is_main:
+            logger.warning("fusion.edit_aug trains the fusion's recompute edit pass, but fusion.edit_mode is %r: "
+                           "the saved model's edits will not use it (set fusion.edit_mode: recompute, or evaluate "
+                           "with --edit-mode recompute)", self.cfg.fusion.edit_mode)
+        sefa = None
+        if "sefa" in ea.sources:
+            sefa, _ = sefa_directions(self.model.generator, n_components=ea.sefa_components)
+        return EditAugmentation(ea.prob, ea.strength, ea.sources, self.cfg.generator.style_dim, sefa=sefa,
+                                mask=ea.mask)
 
     def _load_encoder(self, path: str) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
