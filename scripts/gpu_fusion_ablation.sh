@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Fusion ablation for edits and the lattice (docs/method.md): retrain the demo WaGI's fusion stage (stage 2,
+# configs/demo_wagi.yaml on the bundled wavelet-loss encoder, pretrained/demo/wavelet_restyle.pt) in four
+# variants side by side on one lent GPU, for the same time each, and bring back their fp16 bundles:
+#   A  as bundled (control: same recipe, same time)       B  fusion.cascade
+#   C  cascade + loss.lattice                             D  cascade + lattice + fusion.edit_aug
+# Evaluate on the CPU afterwards with scripts/eval_fusion.py and scripts/eval_edits.py (--model NAME=PATH).
+# VARIANTS="A B" runs a subset; MINUTES (default 6.2) is each run's training time; LATTICE (0.3) the term's
+# weight, EDIT_AUG (0.5) the share of edited samples. Every run uses --resume auto (a second slice continues).
+set -uo pipefail
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+LOGS=$(mktemp -d)
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+[ -e wagi/ops ] || ln -s ../ops wagi/ops
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+python3 -m wagi.ops.compile_check > "$LOGS/ops.log" 2>&1 &
+python3 scripts/make_demo_dataset.py --cache runs/cache/demo_faces_128x20000.pt --n 20000 --workers 14 2>&1 | tail -1
+wait
+LAT=${LATTICE:-0.3}; EA=${EDIT_AUG:-0.5}
+declare -A SETS=(
+  [A]=""
+  [B]="--set fusion.cascade=true"
+  [C]="--set fusion.cascade=true --set loss.lattice=$LAT"
+  [D]="--set fusion.cascade=true --set loss.lattice=$LAT --set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute"
+)
+train() {  # variant
+  timeout -s INT "$(python3 -c "print(int(${MINUTES:-6.2} * 60 + 90))")" python3 scripts/train.py \
+    --config configs/demo_wagi.yaml --set "experiment.name=abl_$1" --set train.encoder_ckpt=pretrained/demo/wavelet_restyle.pt \
+    --set data.workers=2 ${SETS[$1]} --resume auto --time-limit "${MINUTES:-6.2}" --no-progress > "$LOGS/abl_$1.log" 2>&1
+  echo "abl_$1: exit $? ($(tail -1 "$LOGS/abl_$1.log"))"
+}
+VARIANTS=${VARIANTS:-A B C D}
+for v in $VARIANTS; do train "$v" & done
+wait
+MODELS=()
+for v in $VARIANTS; do
+  [ -f "runs/abl_$v/checkpoints/latest.pt" ] && MODELS+=(--model "abl_$v=runs/abl_$v/checkpoints/latest.pt")
+  grep '"val"' "runs/abl_$v/metrics.jsonl" | tail -1 | cut -c1-300
+  cp "$LOGS/abl_$v.log" "runs/abl_$v/train.log"
+done
+python3 scripts/bundle_models.py --output "$OUT/abl" "${MODELS[@]}" 2>&1 | tail -6
+tar czf "$OUT/run_files.tgz" runs/abl_*/metrics.jsonl runs/abl_*/config.yaml runs/abl_*/train.log
+mv "$OUT"/abl/* "$OUT"/ && rmdir "$OUT/abl"
+ls -la "$OUT"
