@@ -156,6 +156,18 @@ def test_fd_judge_script_compares_generators(tmp_path):
     # pixel statistics: real demo faces never leave [-1, 1]; the generator's values are counted before the clamp
     assert res["pixels"]["real"]["out_of_range"] == 0.0 and all(0.2 < s < 0.8 for s in res["pixels"]["real"]["std"])
     assert 0.0 <= res["pixels"]["g"]["out_of_range"] < 1.0 and len(res["pixels"]["g"]["std"]) == 3
+    # decision rates: every attribute of the judge, binary rates in [0, 1], class frequencies summing to 1
+    judge = AttributeJudge(channels=(8, 16), convs=(1, 1))
+    assert set(res["decisions"]["real"]) == set(judge.names) == set(res["decision_gaps"]["g"])
+    for k, v in res["decisions"]["g"].items():
+        assert (len(v) == 1 and 0 <= v[0] <= 1) if k in judge.binary else sum(v) == pytest.approx(1, abs=1e-4)
+    rates = mod.DecisionRates(judge)
+    rates.add({"has_glasses": torch.tensor([1.0, -2.0, 0.5, -0.1]), "eye_colour": torch.eye(3)[[0, 2, 2, 2]]})
+    rates.add({"has_glasses": torch.tensor([-1.0, -1.0, -1.0, -1.0]), "eye_colour": torch.eye(3)[[1, 1, 1, 1]]})
+    summary = rates.summary()
+    assert summary == {"has_glasses": [0.25], "eye_colour": [0.125, 0.5, 0.375]}
+    gaps = mod.decision_gaps(summary, {"has_glasses": [0.75], "eye_colour": [0.125, 0.375, 0.5]})
+    assert gaps == {"has_glasses": 0.5, "eye_colour": 0.125} and list(gaps) == ["has_glasses", "eye_colour"]
     stats = mod.PixelStats()
     stats.add(torch.tensor([[[[0.5, -1.5]], [[0.0, 0.0]], [[1.0, 3.0]]]]))  # (1, 3, 1, 2)
     summary = stats.summary()

@@ -66,6 +66,9 @@ def test_shapes(size):
         assert torch.allclose(probs[name].sum(1), torch.ones(2))
     values = judge.predict_values(x)
     assert all(v in CATEGORICAL_ATTRIBUTES["hair_colour"] for v in values["hair_colour"])
+    with torch.no_grad():  # one trunk pass for both: the same tensors as the two separate calls
+        both_feats, both_logits = judge.features_and_logits(x)
+    assert torch.equal(both_feats, feats) and all(torch.equal(both_logits[k], logits[k]) for k in logits)
 
 
 def test_eval_batchnorm_folding_matches_unfolded():

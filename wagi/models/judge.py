@@ -223,15 +223,20 @@ class AttributeJudge(nn.Module):
             out[name] = head(feats)
         return out
 
+    def features_and_logits(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """:meth:`features` and :meth:`forward` from one pass of the trunk."""
+        x = self.prepare(x)
+        h = self.stages(x)
+        feats = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        out = self.heads(feats)
+        for name, head in self.local_heads.items():
+            out[name] = head(x)
+        return feats, out
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{name: logits}``: binary ``(N,)``, categorical ``(N, n_classes)``; a local head, where there
         is one, gives its attribute's logit instead of the trunk's."""
-        x = self.prepare(x)
-        h = self.stages(x)
-        out = self.heads(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
-        for name, head in self.local_heads.items():
-            out[name] = head(x)
-        return out
+        return self.features_and_logits(x)[1]
 
     def probabilities(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{name: probabilities}``: binary ``(N,)`` sigmoid, categorical ``(N, n_classes)`` softmax."""
