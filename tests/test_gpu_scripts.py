@@ -1,0 +1,53 @@
+"""The shell scripts run on lent GPU machines: they parse, and the config overrides they pass are valid.
+
+A typo in one of them is found here, not after the machine's start-up and the training set's rendering.
+"""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wagi.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+
+
+def test_there_are_gpu_scripts():
+    assert len(SCRIPTS) >= 5 and ROOT / "scripts" / "gpu_fusion_ablation.sh" in SCRIPTS
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_script_parses(script):
+    res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def _ablation_variants():
+    text = (ROOT / "scripts" / "gpu_fusion_ablation.sh").read_text()
+    defaults = dict(re.findall(r"(\w+)=\$\{\w+:-([^}]+)\}", text))  # LAT=${LATTICE:-0.3} -> {"LAT": "0.3"}
+    variants = {}
+    for name, sets in re.findall(r"^\s*\[([A-Z])\]=\"([^\"]*)\"", text, flags=re.M):
+        sets = re.sub(r"\$(\w+)", lambda m: defaults[m.group(1)], sets)
+        variants[name] = re.findall(r"--set (\S+)", sets)
+    return text, variants
+
+
+def test_fusion_ablation_overrides_are_valid(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the script runs in the repository root: its paths are relative to it
+    text, variants = _ablation_variants()
+    assert sorted(variants) == ["A", "B", "C", "D"] and variants["A"] == []
+    common = ["train.encoder_ckpt=pretrained/demo/wavelet_restyle.pt", "data.workers=2", "experiment.name=abl_A"]
+    assert all(f"--set {c.split('=')[0]}=" in text for c in common[:2])
+    cfgs = {}
+    for name, sets in variants.items():
+        cfgs[name] = load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + sets)
+    assert not cfgs["A"].fusion.cascade and cfgs["A"].loss.lattice == 0 and cfgs["A"].fusion.edit_aug.prob == 0
+    assert cfgs["B"].fusion.cascade and cfgs["B"].loss.lattice == 0
+    assert cfgs["C"].fusion.cascade and cfgs["C"].loss.lattice == pytest.approx(0.3)
+    assert cfgs["D"].fusion.edit_aug.prob == pytest.approx(0.5) and cfgs["D"].fusion.edit_mode == "recompute"
+    with pytest.raises(ConfigError):  # the same path refuses a key that does not exist
+        load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + ["fusion.cascades=true"])
