@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Several demo-generator configs side by side in one slice of a lent GPU: at the demo width one training run
+# leaves most of an H100 idle (the step is overhead-bound), so two or three runs share it at little cost each.
+#   CONFIGS="configs/demo_swagan_v6.yaml configs/demo_swagan_v7.yaml" MINUTES=7 bash scripts/gpu_demo_generator_sweep.sh
+# Each run trains for MINUTES (--resume auto: a next call on the same warm machine continues it), then FD-judge
+# of every step checkpoint written in this slice (one scripts/fd_judge.py call for all runs: the real faces'
+# features are computed once) and each run's best g_ema comes back as $OUT/<run>_best.pt, with the runs' small
+# files in $OUT/sweep_files.tgz. The full training states stay on the machine. FD_N: FD-judge samples (5000).
+set -uo pipefail
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+LOGS=$(mktemp -d)
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+[ -e wagi/ops ] || ln -s ../ops wagi/ops
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+CONFIGS=${CONFIGS:?set CONFIGS to one or more GAN configs}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+python3 -m wagi.ops.compile_check > "$LOGS/ops.log" 2>&1 &
+# The configs' training sets, rendered once before the runs start (the runs would otherwise each render it).
+for spec in $(python3 -c "import sys, yaml
+for p in sys.argv[1:]:
+    c = yaml.safe_load(open(p)); d = c['data']
+    if d.get('demo') and d.get('cache_file'): print(f\"{d['cache_file']},{d['demo_images']},{c['generator']['size']}\")" $CONFIGS | sort -u); do
+  IFS=, read -r cache n size <<< "$spec"
+  python3 scripts/make_demo_dataset.py --cache "$cache" --n "$n" --size "$size" --workers 14 2>&1 | tail -1
+done
+wait
+MARK=$(mktemp); touch "$MARK"
+RUNS=()
+for cfg in $CONFIGS; do
+  run=$(python3 -c "import sys, yaml; e = yaml.safe_load(open(sys.argv[1]))['experiment']; print(e.get('out_dir', 'runs') + '/' + e['name'])" "$cfg")
+  RUNS+=("$run")
+  ( timeout -s INT "$(python3 -c "print(int(${MINUTES:-7} * 60 + 90))")" python3 scripts/train_generator.py \
+      --config "$cfg" --resume auto --time-limit "${MINUTES:-7}" --no-progress > "$LOGS/$(basename "$run").log" 2>&1
+    echo "$run: exit $? ($(tail -1 "$LOGS/$(basename "$run").log"))" ) &
+done
+wait
+SNAP=$(mktemp -d); GENS=()
+for run in "${RUNS[@]}"; do
+  tail -1 "$run/metrics.jsonl" | cut -c1-300
+  for ck in $(find "$run/checkpoints" -name 'step_*.pt' -newer "$MARK" | sort); do
+    name="$(basename "$run")__$(basename "$ck" .pt)"
+    python3 scripts/train_generator.py --export "$SNAP/$name.pt" --ckpt "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
+  done
+  cp "$LOGS/$(basename "$run").log" "$run/train_generator.log"
+done
+python3 scripts/fd_judge.py --n "${FD_N:-5000}" "${GENS[@]}" ${FD_REF:+--generator "$FD_REF"} --json "$LOGS/fd_sweep.json" 2>&1 | grep -A1 FD-judge
+for run in "${RUNS[@]}"; do
+  r=$(basename "$run")
+  best=$(python3 -c "import json, sys; f = json.load(open(sys.argv[1]))['fd_judge']
+print(min((k for k in f if k.startswith(sys.argv[2] + '__')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
+  echo "$r best: $best"; cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
+done
+tar czf "$OUT/sweep_files.tgz" -C "$LOGS" fd_sweep.json -C "$PWD" $(for run in "${RUNS[@]}"; do echo "$run/metrics.jsonl $run/config.yaml $run/train_generator.log $run/samples"; done)
+ls -la "$OUT"
