@@ -226,6 +226,9 @@ def test_configs_accept_the_converted_checkpoint(tmp_path):
         tiny_wagi(f"generator.ckpt={ckpt}", *keys)
     with pytest.raises(ValueError, match="generator.style_dim is 32 in this config but 16"):
         tiny_wagi(f"generator.ckpt={ckpt}", "generator.size=32", "generator.to_rgb_kernel=3")
+    with pytest.raises(ValueError, match=r"set generator.channels: \{4: 8, 8: 8, 16: 4\}"):  # the file's widths
+        tiny_wagi(f"generator.ckpt={ckpt}", *keys, "generator.to_rgb_kernel=3")
+    keys.append("generator.channels={4: 8, 8: 8, 16: 4}")
     m = tiny_wagi(f"generator.ckpt={ckpt}", *keys, "generator.to_rgb_kernel=3")
     generator, latent_avg, _ = load_generator(ckpt)
     torch.testing.assert_close(m.latent_avg, latent_avg.expand(generator.n_latent, -1))  # W+ rows

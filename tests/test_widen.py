@@ -4,8 +4,14 @@ import math
 import pytest
 import torch
 
+from tests.helpers import tiny_wagi
+from wagi.bundle import wagi_fp16_checkpoint
+from wagi.checkpoint import save_generator
+from wagi.config import ConfigError, from_dict
 from wagi.models.swagan import Generator
+from wagi.models.wagi import WaGI
 from wagi.models.widen import channel_table, widen_generator
+from wagi.training.gan_config import gan_from_dict
 
 NARROW = {4: 8, 8: 8, 16: 8}
 WIDE = {4: 16, 8: 12, 16: 8}  # 4 px doubles, 8 px grows by half, 16 px stays: every case of in/out growth
@@ -118,3 +124,59 @@ def test_narrowing_a_missing_or_unknown_resolution_is_refused():
         widen_generator(g, {**WIDE, 32: 8})
     same = widen_generator(g, NARROW)  # widening by nothing is a copy
     assert all(torch.equal(v, g.state_dict()[k]) for k, v in same.state_dict().items())
+
+
+# ------------------------------------------------------------------------------- configs and saved models
+
+TINY_WIDE = {4: 48, 8: 40, 16: 32}  # the tiny config's generator has 32 channels at every level
+
+
+def test_channel_table_in_both_configs_accepts_int_and_str_keys_and_names_the_key():
+    base = {"generator": {"size": 32, "channel_max": None}}
+    gan = {"discriminator": {}, "data": {"demo": True}}
+    wagi = {"fusion": {"kind": "none"}, "data": {"demo": True}}
+    for build, extra in ((lambda d: from_dict(d, check_paths=False), wagi), (gan_from_dict, gan)):
+        for table in (TINY_WIDE, {str(r): c for r, c in TINY_WIDE.items()}):  # YAML / JSON round trip
+            cfg = build({**extra, "generator": {**base["generator"], "channels": table}})
+            assert cfg.generator.channels == TINY_WIDE
+        bad = [({4: 48, 8: 40}, r"'generator\.channels'.*resolution 16 is missing"),
+               ({**TINY_WIDE, 32: 8}, r"'generator\.channels'.*resolution 32 is not a feature resolution"),
+               ({**TINY_WIDE, 8: 0}, r"'generator\.channels\.8'.*>= 1"),
+               ({**TINY_WIDE, 8: 5000}, r"'generator\.channels\.8'.*<= 4096"),
+               ({"x": 3}, r"'generator\.channels'.*keys must be integers")]
+        for table, match in bad:
+            with pytest.raises(ConfigError, match=match):
+                build({**extra, "generator": {**base["generator"], "channels": table}})
+        with pytest.raises(ConfigError, match=r"'generator\.channel_max'.*below the 48 channels"):
+            build({**extra, "generator": {"size": 32, "channel_max": 32, "channels": TINY_WIDE}})
+        build({**extra, "generator": {"size": 32, "channel_max": 48, "channels": TINY_WIDE}})  # a cap that cuts nothing
+
+
+def test_a_wagi_model_with_a_widened_generator_builds_saves_and_reloads(tmp_path):
+    narrow = tiny_wagi("fusion.kind=wavelet")
+    assert channel_table(narrow.generator) == {4: 32, 8: 32, 16: 32}
+    wide = widen_generator(narrow.generator, TINY_WIDE, seed=3)
+    path = save_generator(tmp_path / "wide.pt", wide, narrow.latent_avg[:1],
+                          config={"generator": {"size": 32, "channels": {str(r): c for r, c in TINY_WIDE.items()}}})
+    with pytest.raises(ValueError, match=r"set generator.channels: \{4: 48, 8: 40, 16: 32\}"):
+        tiny_wagi("fusion.kind=wavelet", f"generator.ckpt={path}")  # the config must describe the file
+    with pytest.raises(ValueError, match=r"generator.channels is \{4: 48, 8: 40, 16: 8\} in this config but"):
+        tiny_wagi("fusion.kind=wavelet", f"generator.ckpt={path}", "generator.channel_max=null",
+                  "generator.channels={4: 48, 8: 40, 16: 8}")
+    model = tiny_wagi("fusion.kind=wavelet", f"generator.ckpt={path}", "generator.channel_max=null",
+                      "generator.channels={4: 48, 8: 40, 16: 32}")
+    assert channel_table(model.generator) == TINY_WIDE
+    w = torch.randn(2, narrow.n_latent, 32, generator=torch.Generator().manual_seed(4))
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(w), narrow.decode(w), rtol=0, atol=ATOL)
+        out = model.invert(x)[0]
+    model.save(tmp_path / "model.pt")
+    back = WaGI.load(tmp_path / "model.pt").eval()  # rebuilt from the stored config, then loaded strictly
+    assert back.config["generator"]["channels"] == TINY_WIDE and channel_table(back.generator) == TINY_WIDE
+    torch.save(wagi_fp16_checkpoint(model), tmp_path / "model16.pt")  # what scripts/bundle_models.py writes
+    with torch.no_grad():
+        torch.testing.assert_close(back.invert(x)[0], out, rtol=0, atol=0)
+        half = WaGI.load(tmp_path / "model16.pt").eval()
+        assert channel_table(half.generator) == TINY_WIDE
+        assert (half.invert(x)[0] - out).abs().max() < 0.01  # fp16 weights: 0.002 of an image range of ~7

@@ -13,6 +13,7 @@ Every choice is a key of a registry filled next to its implementation (:mod:`wag
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -20,18 +21,19 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .checkpoint import LATENT_AVG_SAMPLES, load_generator
-from .config import ConfigError, WaGIConfig, from_dict, loss_weight, to_dict
+from .config import ConfigError, WaGIConfig, from_dict, loss_weight, normalise_channels, to_dict
 from .datasets import DATASETS, dataset_kind
 from .imageio import ImageIOError
 from .losses import LOSS_TERMS, InversionCriterion
 from .models.backbones import BACKBONES
 from .models.encoders import build_encoder
 from .models.fusion import FUSIONS, INJECTIONS, Fusion, ResidualAligner
-from .models.swagan import Generator
+from .models.swagan import Generator, default_channels
 from .models.wagi import WaGI
 
 # The generator.* keys that fix the architecture; a checkpoint that records its own config must agree on them.
-GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max", "to_rgb_kernel")
+GENERATOR_CONFIG_KEYS = ("size", "style_dim", "n_mlp", "channel_multiplier", "channel_max", "channels",
+                         "to_rgb_kernel")
 
 
 def as_config(cfg) -> WaGIConfig:
@@ -51,9 +53,20 @@ def check_generator_config(gc, carried: Optional[Dict[str, Any]], source) -> Non
     if not isinstance(theirs, dict):
         return
     for key in GENERATOR_CONFIG_KEYS:
-        if key in theirs and theirs[key] != getattr(gc, key):
-            raise ValueError(f"generator.{key} is {getattr(gc, key)!r} in this config but {theirs[key]!r} in the "
-                             f"config stored in {source}; set generator.{key}: {theirs[key]!r}")
+        if key not in theirs:
+            continue  # written before the key existed
+        other, mine = theirs[key], getattr(gc, key)
+        if key == "channels":  # JSON / YAML round trips leave str or int resolution keys
+            other = normalise_channels(other)
+        if other != mine:
+            raise ValueError(f"generator.{key} is {mine!r} in this config but {other!r} in the "
+                             f"config stored in {source}; set generator.{key}: {other!r}")
+
+
+def config_channel_table(gc) -> Dict[int, int]:
+    """``{feature resolution: channels}`` that the generator section ``gc`` describes (4 ... size/2)."""
+    table = gc.channels if gc.channels is not None else default_channels(gc.channel_multiplier, gc.channel_max)
+    return {2 ** i: int(table[2 ** i]) for i in range(2, int(math.log2(gc.size)))}
 
 
 def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.Tensor] = None):
@@ -73,12 +86,13 @@ def build_generator(cfg, load_weights: bool = True, latent_avg: Optional[torch.T
         if theirs != gc.to_rgb_kernel:  # the saved model is rebuilt from the config: it must describe the file
             raise ValueError(f"generator.to_rgb_kernel is {gc.to_rgb_kernel} but {gc.ckpt} has {theirs}x{theirs} "
                              f"ToRGB convs; set generator.to_rgb_kernel: {theirs}")
+        widths = {r: int(generator.channels[r]) for r in generator.feature_resolutions}
+        if widths != config_channel_table(gc):  # e.g. a widened generator (wagi.models.widen) under the old config
+            raise ValueError(f"{gc.ckpt} has the channels {widths} but this config describes "
+                             f"{config_channel_table(gc)}; set generator.channels: {widths}")
         return generator, latent_avg if latent_avg is not None else ckpt_avg
-    kwargs = {}
-    if gc.channel_max is not None:
-        kwargs["channel_max"] = gc.channel_max
     generator = Generator(gc.size, gc.style_dim, gc.n_mlp, channel_multiplier=gc.channel_multiplier,
-                          to_rgb_kernel=gc.to_rgb_kernel, **kwargs)
+                          channels=gc.channels, channel_max=gc.channel_max, to_rgb_kernel=gc.to_rgb_kernel)
     return generator, latent_avg
 
 

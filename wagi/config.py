@@ -165,6 +165,7 @@ class GeneratorConfig:
     n_mlp: int = 8
     channel_multiplier: int = 2
     channel_max: Optional[int] = None      # cap on feature channels (small demo generators)
+    channels: Optional[Dict[int, int]] = None  # {feature resolution 4 ... size/2: channels}; null: the two above
     to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
     randomize_noise: bool = False          # inversion uses the stored noise buffers
 
@@ -307,6 +308,9 @@ def _coerce(value: Any, tp, key: str):
     if origin is Union:
         if value is None and type(None) in args:
             return None
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1 and typing.get_origin(members[0]) in (dict, Dict, list, List):
+            return _coerce(value, members[0], key)  # Optional[mapping or list]: the entry's own error
         for a in args:
             if a is type(None):
                 continue
@@ -326,6 +330,13 @@ def _coerce(value: Any, tp, key: str):
     if origin in (dict, Dict):
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a mapping, got {shown(value)}")
+        if args[0] is int:  # YAML gives int keys, JSON and dotted overrides give their decimal text
+            out = {}
+            for k, v in value.items():
+                if isinstance(k, bool) or not (isinstance(k, int) or (isinstance(k, str) and k.strip().isdigit())):
+                    raise ConfigError(key, f"keys must be integers, got {shown(k)}")
+                out[int(k)] = _coerce(v, args[1], f"{key}.{k}")
+            return out
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, str):
@@ -468,6 +479,39 @@ def check_power_of_two(value: Optional[int], key: str, lo: int, hi: int = MAX_IM
         raise ConfigError(key, f"must be a power of two from {lo} to {hi}, got {shown(value)}")
 
 
+def normalise_channels(channels: Any) -> Any:
+    """A stored ``generator.channels`` with int resolution keys and int values (a config written to JSON has str
+    keys); None and anything that is not such a mapping come back unchanged (to be compared and refused)."""
+    if not isinstance(channels, dict):
+        return channels
+    try:
+        return {int(r): int(c) for r, c in channels.items()}
+    except (TypeError, ValueError):
+        return channels
+
+
+def check_channel_table(channels: Optional[Dict[int, int]], size: int, channel_max: Optional[int],
+                        prefix: str = "generator") -> None:
+    """``<prefix>.channels`` (None passes) names every feature resolution 4 ... size/2 of a size-``size`` SWAGAN
+    generator and nothing else, each with 1 to :data:`MAX_CHANNELS` channels; ``<prefix>.channel_max``, when set,
+    must not cut the table (the generator would apply the cap silently)."""
+    if channels is None:
+        return
+    key = f"{prefix}.channels"
+    needed = [2 ** i for i in range(2, int(math.log2(size)))]
+    for r in channels:
+        if r not in needed:
+            raise ConfigError(key, f"resolution {r} is not a feature resolution of a size-{size} generator "
+                                   f"(those are {needed})")
+    for r in needed:
+        if r not in channels:
+            raise ConfigError(key, f"resolution {r} is missing (give every feature resolution {needed})")
+        check_range(channels[r], f"{key}.{r}", 1, MAX_CHANNELS)
+    if channel_max is not None and channel_max < max(channels.values()):
+        raise ConfigError(f"{prefix}.channel_max", f"is {channel_max}, below the {max(channels.values())} channels "
+                                                   f"of {key}; set it to null (the table gives every width)")
+
+
 def check_finite(obj: Any, prefix: str = "") -> None:
     """Every float of a config dataclass (also inside lists and mappings) is finite: YAML reads ``.nan``
     and ``.inf``, and the float coercion accepts ``"nan"``."""
@@ -519,6 +563,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     check_range(g.n_mlp, "generator.n_mlp", 1, MAX_N_MLP)
     check_range(g.channel_multiplier, "generator.channel_multiplier", 1, MAX_CHANNEL_MULTIPLIER)
     check_range(g.channel_max, "generator.channel_max", 1, MAX_CHANNELS)
+    check_channel_table(g.channels, g.size, g.channel_max)
     check_range(enc.input_size, "encoder.input_size", 16, MAX_IMAGE_SIDE)
     check_range(enc.n_iters, "encoder.n_iters", 1, MAX_N_ITERS)
     check_range(enc.width, "encoder.width", 1, MAX_CHANNELS)

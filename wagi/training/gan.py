@@ -55,6 +55,7 @@ from ..checkpoint import (
     load_generator,
     save_generator,
 )
+from ..config import normalise_channels
 from ..datasets import dataset_description
 from ..models.swagan import Discriminator, Generator
 from . import data as D
@@ -292,7 +293,8 @@ class GANTrainer(TrainerBase):
         D.check_batch_fits(len(self.train_set), tc.batch_size, self.dist.world_size, dataset_description(cfg.data))
 
         self.G = Generator(gc.size, gc.style_dim, gc.n_mlp, gc.channel_multiplier, lr_mlp=gc.lr_mlp,
-                           channel_max=gc.channel_max, to_rgb_kernel=gc.to_rgb_kernel).to(self.device)
+                           channels=gc.channels, channel_max=gc.channel_max,
+                           to_rgb_kernel=gc.to_rgb_kernel).to(self.device)
         self.D = Discriminator(gc.size, dcfg.channel_multiplier, channel_max=dcfg.channel_max).to(self.device)
         self.G.set_fused_modconv(tc.fused_modconv)
         if tc.channels_last:
@@ -441,6 +443,8 @@ class GANTrainer(TrainerBase):
                     if key == "trust_checkpoint":
                         continue  # how a file may be opened, not part of the network
                     other = theirs.get(section, {}).get(key)
+                    if key == "channels":  # a config that went through JSON has str resolution keys
+                        other = normalise_channels(other)
                     if other != value:
                         raise ValueError(f"--resume: {section}.{key} is {other!r} in {path} "
                                          f"but {value!r} in this config")

@@ -26,6 +26,7 @@ from ..config import (
     ConfigError,
     ExperimentConfig,
     all_keys,
+    check_channel_table,
     check_dataset_kind,
     check_finite,
     check_power_of_two,
@@ -60,6 +61,7 @@ class GANGeneratorConfig:
     n_mlp: int = 8
     channel_multiplier: int = 2
     channel_max: Optional[int] = None
+    channels: Optional[Dict[int, int]] = None  # {feature resolution 4 ... size/2: channels}; null: the two above
     lr_mlp: float = 0.01                   # learning-rate multiplier of the mapping network
     to_rgb_kernel: int = 1                 # ToRGB conv size: 1 rosinality's SWAGAN, 3 the official (converted) one
     init: Optional[str] = path_field(None)  # warm start: G and g_ema from this generator file (D fresh)
@@ -149,6 +151,7 @@ def _check_consistency(cfg: GANConfig) -> None:
         check_range(value, key, 1, MAX_CHANNEL_MULTIPLIER)
     for key, value in (("generator.channel_max", g.channel_max), ("discriminator.channel_max", d.channel_max)):
         check_range(value, key, 1, MAX_CHANNELS)
+    check_channel_table(g.channels, g.size, g.channel_max)
     check_range(tc.n_sample, "train.n_sample", 1, 1024)  # one grid image; 1024 tiles is already 32 x 32
     check_range(tc.batch_size, "train.batch_size", 1, MAX_BATCH)
     must_be_positive = {
