@@ -260,6 +260,36 @@ def test_to_rgb_kernel_3_trains_and_warm_starts_from_its_own_export(tmp_path):
         _cfg(tmp_path, "generator.to_rgb_kernel=2")
 
 
+def test_warm_start_widens_a_narrower_generator_file(run, tmp_path, capsys):
+    """generator.init narrower than generator.channels: widened (same images at step 0), then it trains and
+    resumes; a file wider somewhere is still refused."""
+    src = export_generator(run.ckpt_dir / "latest.pt", tmp_path / "g16.pt")  # 32 channels at 4, 8 and 16 px
+    wide = ["generator.channel_max=null", "generator.channels={4: 48, 8: 40, 16: 32}", f"generator.init={src}",
+            "experiment.name=wide", "train.max_steps=1", "train.save_every=1", "train.sample_every=100"]
+    capsys.readouterr()
+    t = GANTrainer(_cfg(tmp_path, *wide), progress=False)
+    assert "warm start: widened" in capsys.readouterr().err
+    assert {r: t.G.channels[r] for r in t.G.feature_resolutions} == {4: 48, 8: 40, 16: 32}
+    narrow, _, _ = load_generator(src)
+    narrow.set_fused_modconv(t.cfg.train.fused_modconv)
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = narrow([z], randomize_noise=False)[0]
+        assert before.abs().max() > 0.1
+        torch.testing.assert_close(t.g_ema([z], randomize_noise=False)[0], before, rtol=0, atol=1e-5)
+        torch.testing.assert_close(t.G([z], randomize_noise=False)[0], before, rtol=0, atol=1e-5)
+    new_columns = t.G.conv1.conv.weight[:, :32, 32:]  # the old rows' inputs from the 16 new 4 px channels
+    assert torch.equal(new_columns, torch.zeros_like(new_columns))
+    t.train()  # one step: D and G (path length included) update
+    assert t.step == 1 and bool((t.G.conv1.conv.weight[:, :32, 32:] != 0).all())
+    assert all(math.isfinite(r[k]) for r in _records(t.run_dir) for k in ("d_loss", "g_loss") if k in r)
+    resumed = GANTrainer(_cfg(tmp_path, *wide[:-2], "train.max_steps=2"), resume="auto", progress=False)
+    assert resumed.step == 1 and torch.equal(resumed.G.conv1.conv.weight, t.G.conv1.conv.weight)
+    with pytest.raises(ValueError, match="generator.init.*does not match"):  # 8 px narrower than the file
+        GANTrainer(_cfg(tmp_path / "bad", "generator.channel_max=null", "generator.channels={4: 48, 8: 16, 16: 32}",
+                        f"generator.init={src}"), progress=False)
+
+
 def test_fp16_export_loads_and_matches(run, tmp_path):
     src = run.ckpt_dir / "latest.pt"
     out = export_generator(src, tmp_path / "g16.pt")

@@ -58,6 +58,7 @@ from ..checkpoint import (
 from ..config import normalise_channels
 from ..datasets import dataset_description
 from ..models.swagan import Discriminator, Generator
+from ..models.widen import channel_table, widen_generator
 from . import data as D
 from .common import RunLogger, TrainerBase, TrainingStopped, restoring_from
 from .data import PreloadedImages, preload_images
@@ -412,13 +413,20 @@ class GANTrainer(TrainerBase):
         """Start G and g_ema from a trained generator (``generator.init``); D and the optimisers start fresh.
 
         Used to continue training a generator whose full training state is gone (an exported fp16
-        g_ema file is enough): the architecture must match the config exactly.
+        g_ema file is enough): the architecture must match the config exactly, except that a generator
+        narrower-or-equal at every feature resolution is widened to the config's channel table first
+        (:func:`wagi.models.widen.widen_generator`, seeded with ``experiment.seed``: the same images at step 0).
         """
         g, _, info = load_generator(path, trust=self.cfg.generator.trust_checkpoint)
         theirs_k, mine_k = g.config["to_rgb_kernel"], self.G.config["to_rgb_kernel"]
         if theirs_k != mine_k:
             raise ValueError(f"generator.init: {path} has {theirs_k}x{theirs_k} ToRGB convs but "
                              f"generator.to_rgb_kernel is {mine_k}; set generator.to_rgb_kernel: {theirs_k}")
+        old, new = channel_table(g), channel_table(self.G)
+        if old.keys() == new.keys() and old != new and all(old[r] <= new[r] for r in old):
+            g = widen_generator(g, new, seed=self.cfg.experiment.seed)
+            if self.dist.is_main:
+                logger.info("warm start: widened %s from %s to %s channels", path, old, new)
         mine = self.G.state_dict()
         theirs = g.state_dict()
         bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
