@@ -142,16 +142,28 @@ def test_shipped_gan_configs_validate_and_demo_export_fits():
     demo = load_gan_config(ROOT / "configs" / "demo_swagan.yaml", check_paths=False)
     v2 = load_gan_config(ROOT / "configs" / "demo_swagan_v2.yaml")  # its warm-start file is in the bundle
     assert v2.generator.init and v2.generator.channel_max == demo.generator.channel_max
-    for later in sorted((ROOT / "configs").glob("demo_swagan_v[3-9].yaml")):  # the editing-generator attempts
-        cfg = load_gan_config(later)  # their warm-start files are in the repository
-        assert cfg.generator.init and cfg.generator.channel_max == demo.generator.channel_max, later.name
-    v5 = load_gan_config(ROOT / "configs" / "demo_swagan_v5.yaml")
-    assert v5.train.g_lr == v5.train.d_lr / 4 and v5.discriminator.channel_max == 192
-    load_gan_config(TINY)
     g = demo.generator
     with torch.device("meta"):
         gen = Generator(g.size, g.style_dim, g.n_mlp, g.channel_multiplier, channel_max=g.channel_max)
         Discriminator(g.size, demo.discriminator.channel_multiplier, channel_max=demo.discriminator.channel_max)
+    demo_widths = {r: gen.channels[r] for r in gen.feature_resolutions}
+    for later in sorted((ROOT / "configs").glob("demo_swagan_v[3-9].yaml")):  # the editing-generator attempts
+        cfg = load_gan_config(later)  # their warm-start files are in the repository
+        lg = cfg.generator
+        with torch.device("meta"):
+            wide = Generator(lg.size, lg.style_dim, lg.n_mlp, lg.channel_multiplier, channels=lg.channels,
+                             channel_max=lg.channel_max)
+        widths = {r: wide.channels[r] for r in wide.feature_resolutions}
+        # the demo width, or (generator.channels) wider where the warm start widens the init file
+        assert lg.init and (widths == demo_widths if lg.channels is None else
+                            all(widths[r] >= demo_widths[r] for r in widths)), later.name
+    v5 = load_gan_config(ROOT / "configs" / "demo_swagan_v5.yaml")
+    assert v5.train.g_lr == v5.train.d_lr / 4 and v5.discriminator.channel_max == 192
+    v7 = load_gan_config(ROOT / "configs" / "demo_swagan_v7.yaml")
+    assert v7.generator.channels == {4: 160, 8: 160, 16: 160, 32: 96, 64: 96}  # measured on the CPU (v7 in the docs)
+    assert (v7.experiment.seed, v7.train.lr, v7.train.g_lr, v7.train.d_lr) == (7, 0.002, None, None)
+    assert (v7.train.d_warmup, v7.train.batch_size, v7.train.ema_half_life_kimg) == (400, 128, 40.0)
+    load_gan_config(TINY)
     fp16_bytes = 2 * sum(v.numel() for v in gen.state_dict().values())
     assert fp16_bytes < 15 * 2 ** 20  # the shipped fp16 file (plus pickle overhead) stays under 16 MiB
     assert max(gen.channels[r] for r in gen.feature_resolutions) <= 256

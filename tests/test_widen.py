@@ -1,17 +1,18 @@
 """widen_generator: a wider SWAGAN that draws the same images, with zero (but trainable) new input columns."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import tiny_wagi
 from wagi.bundle import wagi_fp16_checkpoint
-from wagi.checkpoint import save_generator
+from wagi.checkpoint import load_generator, save_generator
 from wagi.config import ConfigError, from_dict
 from wagi.models.swagan import Generator
 from wagi.models.wagi import WaGI
 from wagi.models.widen import channel_table, widen_generator
-from wagi.training.gan_config import gan_from_dict
+from wagi.training.gan_config import gan_from_dict, load_gan_config
 
 NARROW = {4: 8, 8: 8, 16: 8}
 WIDE = {4: 16, 8: 12, 16: 8}  # 4 px doubles, 8 px grows by half, 16 px stays: every case of in/out growth
@@ -180,3 +181,18 @@ def test_a_wagi_model_with_a_widened_generator_builds_saves_and_reloads(tmp_path
         half = WaGI.load(tmp_path / "model16.pt").eval()
         assert channel_table(half.generator) == TINY_WIDE
         assert (half.invert(x)[0] - out).abs().max() < 0.01  # fp16 weights: 0.002 of an image range of ~7
+
+
+def test_v7_config_widens_v4s_generator_without_changing_its_images():
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_gan_config(root / "configs" / "demo_swagan_v7.yaml")
+    g, _, _ = load_generator(root / cfg.generator.init)
+    assert channel_table(g) == {4: 96, 8: 96, 16: 96, 32: 96, 64: 96}
+    wide = widen_generator(g, cfg.generator.channels, seed=cfg.experiment.seed)
+    assert channel_table(wide) == cfg.generator.channels
+    z = torch.randn(2, g.style_dim, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        for fused in (True, False):
+            before = images(g, z, fused)
+            assert before.std() > 0.3
+            torch.testing.assert_close(images(wide, z, fused), before, rtol=0, atol=ATOL)
