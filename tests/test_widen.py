@@ -1,11 +1,12 @@
 """widen_generator: a wider SWAGAN that draws the same images, with zero (but trainable) new input columns."""
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import tiny_wagi
+from tests.helpers import load_script, tiny_wagi
 from wagi.bundle import wagi_fp16_checkpoint
 from wagi.checkpoint import load_generator, save_generator
 from wagi.config import ConfigError, from_dict
@@ -196,3 +197,16 @@ def test_v7_config_widens_v4s_generator_without_changing_its_images():
             before = images(g, z, fused)
             assert before.std() > 0.3
             torch.testing.assert_close(images(wide, z, fused), before, rtol=0, atol=ATOL)
+
+
+def test_widen_speed_script_times_the_widened_copies_beside_the_original(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    script = load_script("dev/widen_speed")
+    assert script.main(["--model", str(tiny_ckpt), "--table", "4:48,8:40", "--table", "4:40", "--batch", "2",
+                        "--runs", "2", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["generator"] for r in rows] == ["original 4:32 8:32 16:32", "4:48 8:40 16:32", "4:40 8:32 16:32"]
+    assert rows[0]["max_abs_diff_vs_original"] == 0 and all(r["max_abs_diff_vs_original"] < 1e-5 for r in rows)
+    assert all(r["runs"] == 2 and r["ms_per_img"] > 0 for r in rows)
+    assert rows[1]["images_per_s"] == pytest.approx(1000 / rows[1]["ms_per_img"])
+    assert "4:48 8:40 16:32" in capsys.readouterr().out
