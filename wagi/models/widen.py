@@ -1,19 +1,21 @@
 """Function-preserving widening of a trained SWAGAN generator (Net2Net-style, Chen et al. 2016).
 
 ``widen_generator(g, {4: 160, 8: 160, ...})`` returns a new :class:`~wagi.models.swagan.Generator` with more
-feature channels at some resolutions that draws exactly the images ``g`` draws (same latents, same stored
-noise), so that training can continue from it instead of starting a wider generator from scratch.
+feature channels at some resolutions that draws the images ``g`` draws (same latents, same stored noise; equal
+up to float round-off), so that training can continue from it instead of starting a wider generator from scratch.
 
 Every parameter and buffer keeps its old values in the leading block; the grown part comes from the new
 module's own initialisation (seeded), except in the modulated convs (``*.conv.weight``, ``(1, out, in, k, k)``):
 
 * the new **input** columns ``[:, :, in_old:]`` are zero, so the new channels feed nothing at first. A
   demodulated conv divides each output filter by ``sqrt(sum_i,kh,kw W'^2)``; zero columns add nothing to
-  that sum either. Their gradients are not zero (the new channels carry non-zero features), so they train;
+  that sum either. Their gradients are not zero (the new channels carry non-zero features), so they train
+  from the first step; the new output rows feed only such columns, so theirs start one step later;
 * the copied block is multiplied by ``sqrt(in_new / in_old)``: the equalised-lr scale ``1/sqrt(in k^2)``
-  of :class:`~wagi.models.layers.ModulatedConv2d` shrinks when ``in`` grows. The ToRGB convs are not
-  demodulated, so there it keeps the output unchanged; in the demodulated convs it cancels anyway and
-  keeps the weights' magnitudes (and the demodulation epsilon's share) those of the trained layer.
+  of :class:`~wagi.models.layers.ModulatedConv2d` shrinks when ``in`` grows, and the product keeps the
+  effective weights ``scale * W * s`` of the trained layer. The ToRGB convs are not demodulated: without it
+  their output would shrink. In the demodulated convs a common factor cancels anyway; the same effective
+  weights also give the demodulation epsilon the same share, so the output is unchanged there too.
 
 That is the only place a channel count enters a scale in the generator: the modulation layers map W
 (``style_dim``, unchanged) to ``in`` styles, and the biases, noise weights and the constant input have no
