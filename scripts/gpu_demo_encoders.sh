@@ -6,6 +6,8 @@
 # then bundle them (fp16, manifest) into $OUT/demo and time inversion on the GPU. Every run is started with
 # --resume auto and --time-limit, so a second slice continues each one exactly.
 # Needs pretrained/demo/swagan128.pt (scripts/gpu_demo_generator.sh exports it).
+# EXTRA="--set ..." goes to every run; WAGI_EXTRA / HFGI_EXTRA only to demo_wagi / demo_hfgi, e.g. the fusion
+# fixes of docs/method.md ("Trained ablation"): WAGI_EXTRA="--set fusion.cascade=true".
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 LOGS=$(mktemp -d)
@@ -24,16 +26,16 @@ left=$(( BUDGET_S - ($(date +%s) - start) ))
 minutes() { python3 -c "print(max(0.2, round(($1) / 60.0, 2)))"; }
 T1=$(minutes "($left - 70) * ${SPLIT:-0.5}")
 echo "stage 1: $T1 min each"
-train() {  # name, minutes
+train() {  # name, minutes, [extra options of this run]
   timeout -s INT "$(python3 -c "print(int($2 * 60 + 90))")" python3 scripts/train.py --config "configs/$1.yaml" \
-    --resume auto --time-limit "$2" --no-progress ${EXTRA:-} > "$LOGS/$1.log" 2>&1
+    --resume auto --time-limit "$2" --no-progress ${EXTRA:-} ${3:-} > "$LOGS/$1.log" 2>&1
   echo "$1: exit $? ($(tail -1 "$LOGS/$1.log"))"
 }
 train demo_l2_restyle "$T1" & train demo_wavelet_restyle "$T1" & wait
 left=$(( BUDGET_S - ($(date +%s) - start) ))
 T2=$(minutes "$left - 40")
 echo "stage 2: $T2 min each"
-train demo_wagi "$T2" & train demo_hfgi "$T2" & wait
+train demo_wagi "$T2" "${WAGI_EXTRA:-}" & train demo_hfgi "$T2" "${HFGI_EXTRA:-}" & wait
 echo "training done after $(( $(date +%s) - start )) s"
 python3 scripts/bundle_models.py --output "$OUT/demo" --model wagi=runs/demo_wagi/checkpoints/latest.pt \
   --model hfgi=runs/demo_hfgi/checkpoints/latest.pt --model l2_restyle=runs/demo_l2_restyle/checkpoints/latest.pt \
