@@ -141,3 +141,27 @@ def test_resume_is_exact_with_the_fusion_training_options(tmp_path, encoder_ckpt
     la, lb = _train_logs(tmp_path / "a"), _train_logs(tmp_path / "b")
     assert la == lb and sorted(la) == list(range(1, 7))
     assert any(v[1] > 0 for v in la.values()) and any(v[1] == 0 for v in la.values())  # some steps edit, some not
+
+
+def test_edit_augmentation_trains_the_feature_fusion_too(tmp_path, encoder_ckpt):
+    """The HFGI-style baseline gets the same augmentation (a fair comparison): its edit pass reaches its modules."""
+    cfg = load_config(TINY, [f"experiment.out_dir={tmp_path}", "train.stage=fusion", "fusion.kind=feature",
+                             "fusion.resolutions=[16]", f"train.encoder_ckpt={encoder_ckpt}", "data.hflip=false",
+                             "fusion.edit_mode=recompute", *EDIT_AUG,
+                             # an untrained generator's edits change every pixel a lot: with the default mask the
+                             # target would be G(w') everywhere, which the zero-initialised heads already draw
+                             "fusion.edit_aug.mask=[1.0,4.0,0]"])
+    t = Trainer(cfg, progress=False)
+    x = torch.stack([t.test_set[i] for i in range(4)])
+    logs = t.train_step(x)
+    assert logs["edit_aug_share"] == 1.0 and logs["edit_aug"] > 0 and torch.isfinite(torch.tensor(logs["edit_aug"]))
+    m = t.model
+    m.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        w = m.encode(x)
+        base = m.decode(w)
+    value, _ = t.step_module.edit_pass(x, w, base, [11, 12, 13, 14])
+    value.backward()
+    trained = [n for n, p in m.fusion.named_parameters() if p.grad is not None and float(p.grad.abs().sum()) > 0]
+    assert any(not n.startswith("aligner.") for n in trained) and "aligner.flow.weight" in trained
+    assert all(p.grad is None for p in m.generator.parameters())
