@@ -65,6 +65,35 @@ def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 5, ite
     return statistics.median(times)
 
 
+def profile_table(fn: Callable[[], object], device: torch.device, top: int, iters: int = 3) -> List[Dict]:
+    """The ``top`` operators / kernels of ``fn()`` by self time (device time on CUDA: the kernels; CPU time
+    otherwise), from ``torch.profiler`` over ``iters`` calls after one warm-up call: name, calls per ``fn()``,
+    self time per ``fn()`` in ms and share of the total self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = prof.key_averages()
+
+    def self_us(e) -> float:
+        if device.type == "cuda":
+            return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
+        return float(e.self_cpu_time_total)
+
+    rows = [(e.key, e.count, self_us(e)) for e in events]
+    if device.type == "cuda":  # kernels only: CPU-side operator records carry no device time of their own
+        rows = [r for r in rows if r[2] > 0]
+    total = sum(r[2] for r in rows) or 1.0
+    rows.sort(key=lambda r: -r[2])
+    return [{"name": name[:80], "calls": count / iters, "self_ms": us / iters / 1e3, "share": us / total}
+            for name, count, us in rows[:top]]
+
+
 def progress(message: str) -> None:
     """One progress line on stderr, at once (also when stderr is redirected to a file)."""
     print(message, file=sys.stderr, flush=True)
@@ -235,10 +264,11 @@ def _make_generator(size: int, device: torch.device, channel_multiplier: int = 2
 
 
 def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]] = None,
-                    rosinality: Optional[Path] = None, precision: str = "bf16") -> List[Dict]:
+                    rosinality: Optional[Path] = None, precision: str = "bf16", profile: int = 0) -> List[Dict]:
     """Generator forward (and forward + backward to W+) at each size; with ``rosinality`` (a checkout of
     rosinality/stylegan2-pytorch) also their SWAGAN with the same weights, latents and noise, timed in the
-    same run, with its output's relative difference from ours."""
+    same run, with its output's relative difference from ours. ``profile`` > 0: also the top ``profile``
+    kernels of the forward (reduced precision on CUDA, fp32 on the CPU) under ``row['profile']``."""
     rows = []
     warm, iters = iterations(quick)
     configs = [(256, 16), (1024, 8)] if not quick else [(64, 4)]
@@ -282,6 +312,11 @@ def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]
                 row[f"{precision}_rel_err"] = rel_err(fast_img, ref_img)
                 row[f"{precision}_max_abs_err"] = float((fast_img - ref_img).abs().max())
                 row[f"fwd_bwd_{precision}_ms_per_img"] = time_fn(lambda: fwd_bwd(low), device, warm, iters) / batch
+            if profile:
+                low = AUTOCAST_DTYPES[precision] if device.type == "cuda" else None
+                progress(f"[generator] profiling the {size}x{size} forward ({precision if low else 'fp32'})")
+                row["profile"] = profile_table(lambda: fwd(low), device, profile)
+                row["profile_precision"] = precision if low else "fp32"
             if theirs_module is not None:
                 progress(f"[generator] rosinality's SWAGAN {size}x{size} ({ops_used})")
                 theirs = rosinality_generator(theirs_module, g, device)
@@ -458,6 +493,11 @@ BENCHES = {"demo": bench_demo, "ops": bench_ops, "generator": bench_generator, "
 def print_table(title: str, rows: List[Dict]) -> None:
     if not rows:
         return
+    for r in rows:
+        if r.get("profile"):
+            shape = ", ".join(f"{k} {r[k]}" for k in ("size", "batch") if k in r)
+            print_table(f"{title} profile ({shape}, {r.get('profile_precision', '')}; per call)", r["profile"])
+    rows = [{k: v for k, v in r.items() if k != "profile"} for r in rows]
     cols = list(dict.fromkeys(k for r in rows for k in r))
     print(f"\n## {title}")
     print("| " + " | ".join(cols) + " |")
@@ -483,7 +523,12 @@ def main(argv=None) -> int:
     p.add_argument("--rosinality", type=Path, default=None, metavar="PATH",
                    help="a checkout of rosinality/stylegan2-pytorch: bench 'generator' also times its SWAGAN "
                         "(same weights, latents and noise) in the same run")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="bench 'generator': also a torch.profiler table of the forward's top N kernels (device "
+                        "self time on CUDA, CPU self time otherwise); 0: none")
     args = p.parse_args(argv)
+    if args.profile < 0:
+        p.error(f"--profile takes a number of rows >= 0, got {args.profile}")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # each table line as soon as it is printed
     try:
@@ -519,6 +564,8 @@ def main(argv=None) -> int:
             kwargs["sizes"] = sizes
         if n == "generator" and args.rosinality is not None:
             kwargs["rosinality"] = args.rosinality
+        if n == "generator" and args.profile:
+            kwargs["profile"] = args.profile
         if n in ("generator", "inversion", "train_step"):
             kwargs["precision"] = args.precision
         t_bench = time.perf_counter()

@@ -88,3 +88,25 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             BENCH.main(bad + ["--device", "cpu"])
         assert exc.value.code == 2
+
+
+def test_profile_table_of_the_generator_forward(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert BENCH.main(["--quick", "--only", "generator", "--device", "cpu", "--sizes", "16", "--profile", "5",
+                       "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]["generator"]
+    table = row["profile"]
+    assert 1 <= len(table) <= 5 and row["profile_precision"] == "fp32"
+    shares = [r["share"] for r in table]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert all(r["name"] and r["calls"] > 0 and r["self_ms"] > 0 for r in table)
+    assert any("conv" in r["name"] for r in table)  # the convolutions are among the top operators
+    printed = capsys.readouterr().out
+    assert "## generator profile (size 16, batch 4, fp32; per call)" in printed
+    assert f"| {table[0]['name']} |" in printed and "| profile |" not in printed  # its own table, not a column
+
+
+def test_profile_needs_a_non_negative_row_count(capsys):
+    with pytest.raises(SystemExit) as exc:
+        BENCH.main(["--quick", "--only", "generator", "--device", "cpu", "--profile", "-1"])
+    assert exc.value.code == 2 and "--profile" in capsys.readouterr().err
