@@ -19,11 +19,13 @@ python3 -m wagi.ops.compile_check > "$LOGS/ops.log" 2>&1 &
 python3 scripts/make_demo_dataset.py --cache runs/cache/demo_faces_128x20000.pt --n 20000 --workers 14 2>&1 | tail -1
 wait
 LAT=${LATTICE:-0.3}; EA=${EDIT_AUG:-0.5}
+# D's draws and mask as measured on 2026-12-07 (docs/method.md); EA_SET="" takes the config's defaults instead
+EA_SET=${EA_SET---set fusion.edit_aug.strength=[2.0,6.0] --set fusion.edit_aug.mask=[0.02,0.06,2]}
 declare -A SETS=(
   [A]=""
   [B]="--set fusion.cascade=true"
   [C]="--set fusion.cascade=true --set loss.lattice=$LAT"
-  [D]="--set fusion.cascade=true --set loss.lattice=$LAT --set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute"
+  [D]="--set fusion.cascade=true --set loss.lattice=$LAT --set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute $EA_SET"
 )
 train() {  # variant
   timeout -s INT "$(python3 -c "print(int(${MINUTES:-6.2} * 60 + 90))")" python3 scripts/train.py \

@@ -28,7 +28,7 @@ def test_shell_script_parses(script):
 
 def _ablation_variants():
     text = (ROOT / "scripts" / "gpu_fusion_ablation.sh").read_text()
-    defaults = dict(re.findall(r"(\w+)=\$\{\w+:-([^}]+)\}", text))  # LAT=${LATTICE:-0.3} -> {"LAT": "0.3"}
+    defaults = dict(re.findall(r"(\w+)=\$\{\w+:?-([^}]+)\}", text))  # LAT=${LATTICE:-0.3} -> {"LAT": "0.3"}
     variants = {}
     for name, sets in re.findall(r"^\s*\[([A-Z])\]=\"([^\"]*)\"", text, flags=re.M):
         sets = re.sub(r"\$(\w+)", lambda m: defaults[m.group(1)], sets)
@@ -49,5 +49,7 @@ def test_fusion_ablation_overrides_are_valid(monkeypatch):
     assert cfgs["B"].fusion.cascade and cfgs["B"].loss.lattice == 0
     assert cfgs["C"].fusion.cascade and cfgs["C"].loss.lattice == pytest.approx(0.3)
     assert cfgs["D"].fusion.edit_aug.prob == pytest.approx(0.5) and cfgs["D"].fusion.edit_mode == "recompute"
+    # the draws and mask of the measured ablation (docs/method.md), not today's defaults
+    assert cfgs["D"].fusion.edit_aug.strength == [2.0, 6.0] and cfgs["D"].fusion.edit_aug.mask == [0.02, 0.06, 2]
     with pytest.raises(ConfigError):  # the same path refuses a key that does not exist
         load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + ["fusion.cascades=true"])

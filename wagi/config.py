@@ -198,10 +198,10 @@ EDIT_AUG_SOURCES = ("sefa", "random")  # where an augmentation edit's direction 
 @dataclass
 class EditAugConfig:
     prob: float = 0.0                      # share of stage-2 samples whose latent is edited (0: off)
-    strength: List[float] = field(default_factory=lambda: [2.0, 6.0])  # |s| uniform in [lo, hi], sign random
+    strength: List[float] = field(default_factory=lambda: [1.0, 3.0])  # |s| uniform in [lo, hi], sign random
     sources: List[str] = field(default_factory=lambda: ["sefa", "random"])  # picked uniformly per edit
     sefa_components: int = 8               # a SeFa edit uses one of the generator's top-k components
-    mask: List[float] = field(default_factory=lambda: [0.02, 0.06, 2])  # [lo, hi, dilate px]: where it changed
+    mask: List[float] = field(default_factory=lambda: [0.06, 0.15, 2])  # [lo, hi, dilate px]: where it changed
 
 
 @dataclass

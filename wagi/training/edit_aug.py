@@ -47,7 +47,7 @@ class EditAugmentation:
     """
 
     def __init__(self, prob: float, strength: Sequence[float], sources: Sequence[str], style_dim: int,
-                 sefa: Optional[torch.Tensor] = None, mask: Sequence[float] = (0.02, 0.06, 2)):
+                 sefa: Optional[torch.Tensor] = None, mask: Sequence[float] = (0.06, 0.15, 2)):
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"edit augmentation prob must be in [0, 1], got {prob}")
         lo, hi = (float(v) for v in strength)
