@@ -19,7 +19,9 @@ ID: --id-weights, default pretrained/model_ir_se50.pth; a missing default only s
 line saying so).
 
 --model NAME=CKPT first inverts the --gt images with that WaGI checkpoint into <output>/recon/NAME/
-(existing reconstructions are reused unless --overwrite) and evaluates them as method NAME.
+(existing reconstructions are reused unless --overwrite) and evaluates them as method NAME. With
+--precision bf16|fp16 the inversions run under that autocast (wagi.precision) into <output>/recon/NAME-bf16/
+(so they never reuse fp32 ones), the way to measure the fast path's per-band error against fp32.
 
 Outputs in --output: results.md (tables), results.csv (one row per image and method), results.json
 (means, std, counts, mismatches, settings), subbands_bar.png (per band, per method) and
@@ -49,6 +51,7 @@ from wagi.fileio import printable, remove_stale_temps
 from wagi.imageio import POLICIES, InputNotFoundError, LoadReport, OutputExistsError, find_images
 from wagi.inference import PROJECT_ROOT, invert_folder
 from wagi.metrics import PerceptualMetrics
+from wagi.precision import PRECISIONS
 from wagi.reports import check_report_outputs, markdown_report, write_report
 
 logger = logging.getLogger("wagi.scripts.eval_subbands")
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IR-SE50 model_ir_se50.pth for ID similarity (default pretrained/model_ir_se50.pth if present)")
     p.add_argument("--batch-size", type=batch_size, default=8, metavar="N", help="images per model call")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="where to run")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="--model inversions: fp32 (as the model is) or bf16 / fp16 autocast (usually slow on a CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files and reconstructions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -191,11 +196,12 @@ def main(argv=None) -> int:
 
     for name, ckpt in args.model:
         model = models.pop(name).to(device)
-        recon_dir = args.output / RECON_DIR / name
+        recon_dir = args.output / RECON_DIR / (name if args.precision == "fp32" else f"{name}-{args.precision}")
         print(f"inverting {len(gt_items)} image(s) with {ckpt} into {recon_dir}", flush=True)
         try:
             summary = invert_folder(model, gt_items, recon_dir, batch_size=args.batch_size, policy=args.policy,
                                     overwrite=args.overwrite, progress=progress, report=report,
+                                    precision=args.precision,
                                     log=lambda _line: None)  # per-file skip lines: one summary line below
         except OSError as err:  # wagi.fileio.WriteError: the reconstructions' folder cannot be written
             _error(str(err))
@@ -216,7 +222,8 @@ def main(argv=None) -> int:
         return 2
     evaluation.settings.update({"methods": {n: os.fspath(d) for n, d in methods.items()},
                                 "checkpoints": {n: os.fspath(c) for n, c in args.model},
-                                "batch_size": args.batch_size, "device": str(device)})
+                                "batch_size": args.batch_size, "device": str(device),
+                                "precision": args.precision})
     print(printable(markdown_report(evaluation)), flush=True)  # the numbers are on screen whatever the disk does
     for stale in remove_stale_temps(args.output):  # report writes of a killed run, unchanged for minutes
         print(f"{stale}: removed, a temporary file of an interrupted earlier run", file=sys.stderr)

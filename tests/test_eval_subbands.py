@@ -189,6 +189,26 @@ def test_ckpt_inverts_then_evaluates(tmp_path, tiny_ckpt, capsys):
     assert ev.main(args + ["--overwrite"]) == 0
 
 
+def test_precision_of_the_model_inversions(tmp_path, tiny_ckpt):
+    """--precision bf16 inverts under autocast into its own folder (never reusing fp32 reconstructions), records
+    the precision, and stays close to fp32 on a tiny model."""
+    gt = tmp_path / "gt"
+    for i in range(2):
+        _save(_gt(i, SIZE, SIZE), gt / f"g{i}.png")
+    out = tmp_path / "eval"
+    base = ["--gt", str(gt), "--model", f"tiny={tiny_ckpt}", "--output", str(out), "--no-progress", "--device", "cpu",
+            "--batch-size", "2"]
+    assert ev.main(base) == 0
+    fp32 = json.loads((out / "results.json").read_text())
+    assert fp32["settings"]["precision"] == "fp32" and (out / "recon" / "tiny" / "g0.png").is_file()
+    assert ev.main(base + ["--precision", "bf16", "--overwrite"]) == 0
+    bf16 = json.loads((out / "results.json").read_text())
+    assert bf16["settings"]["precision"] == "bf16" and (out / "recon" / "tiny-bf16" / "g0.png").is_file()
+    assert bf16["settings"]["methods"]["tiny"].endswith("tiny-bf16")
+    a, b = fp32["methods"]["tiny"]["mean"]["MSE"], bf16["methods"]["tiny"]["mean"]["MSE"]
+    assert a != b and b == pytest.approx(a, rel=0.01)  # autocast ran (another result), and only rounds
+
+
 def test_default_size_follows_the_model_then_the_ground_truth(tmp_path, tiny_ckpt, capsys):
     gt = tmp_path / "gt"
     for i in range(2):
