@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # DDP scaling of the encoder trainer: the same per-process batch on 1 and on 2 GPUs of one machine.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 # No package index on the GPU machine: the scripts import wagi from the source tree (wagi.ops lives in ops/).
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 ARGS="--config configs/bench_ddp_256.yaml --steps ${STEPS:-60} --warmup 10 --set experiment.out_dir=/tmp/ddp_runs"
 for n in 1 2; do
   echo "== $n process(es)"

@@ -8,13 +8,8 @@
 # Needs pretrained/demo/swagan128.pt (scripts/gpu_demo_generator.sh exports it).
 # EXTRA="--set ..." goes to every run; WAGI_EXTRA / HFGI_EXTRA only to demo_wagi / demo_hfgi, e.g. the fusion
 # fixes of docs/method.md ("Trained ablation"): WAGI_EXTRA="--set fusion.cascade=true".
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-LOGS=$(mktemp -d)
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 BUDGET_S=${BUDGET_S:-560}       # seconds for everything up to the bundle
 start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null

@@ -9,13 +9,7 @@
 # same GPU while the generator trains (its --output should be under $OUT); EXT_CACHE=0 skips the ops tarball;
 # FD_SNAPSHOTS=1 measures FD-judge of every step checkpoint written in this slice and brings the best g_ema
 # back; STATE=0 leaves the full training state on the machine (for a next call on the same warm machine).
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-LOGS=$(mktemp -d)
-export PYTHONUNBUFFERED=1
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 CONFIG=${CONFIG:-configs/demo_swagan.yaml}
 RUN=${RUN:-runs/demo_swagan}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null

@@ -6,13 +6,8 @@
 # of every step checkpoint written in this slice (one scripts/fd_judge.py call for all runs: the real faces'
 # features are computed once) and each run's best g_ema comes back as $OUT/<run>_best.pt, with the runs' small
 # files in $OUT/sweep_files.tgz. The full training states stay on the machine. FD_N: FD-judge samples (5000).
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-LOGS=$(mktemp -d)
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 CONFIGS=${CONFIGS:?set CONFIGS to one or more GAN configs}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -m wagi.ops.compile_check > "$LOGS/ops.log" 2>&1 &

@@ -6,12 +6,7 @@
 #      PRECISION (scripts/eval_subbands.py --precision), same faces as docs/results.md;
 #   3. the GPU tests (CUDA ops in every dtype, precision), which skip on the project's CPU machine.
 # Everything lands in $OUT: bench.json, subbands_fp32.json, subbands_<PRECISION>.json, gpu_tests.log.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 PRECISION=${PRECISION:-bf16}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 python3 -m wagi.ops.compile_check 2>&1 | tail -2

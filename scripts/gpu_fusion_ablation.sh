@@ -7,13 +7,8 @@
 # Evaluate on the CPU afterwards with scripts/eval_fusion.py and scripts/eval_edits.py (--model NAME=PATH).
 # VARIANTS="A B" runs a subset; MINUTES (default 6.2) is each run's training time; LATTICE (0.3) the term's
 # weight, EDIT_AUG (0.5) the share of edited samples. Every run uses --resume auto (a second slice continues).
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-LOGS=$(mktemp -d)
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -m wagi.ops.compile_check > "$LOGS/ops.log" 2>&1 &
 python3 scripts/make_demo_dataset.py --cache runs/cache/demo_faces_128x20000.pt --n 20000 --workers 14 2>&1 | tail -1

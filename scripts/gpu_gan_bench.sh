@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
 # GAN training speed on the GPU: rosinality-equivalent full-width SWAGAN-128 (cm 1, 512-d W) and the demo
 # config, both batch 32, R1 every 16, path length every 4, from scripts/train_generator.py --benchmark-steps.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 # No package index on the GPU machine: the scripts import wagi from the source tree (wagi.ops lives in ops/).
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 COMMON="--set data.demo_images=4096 --set data.cache_file=null --benchmark-steps ${STEPS:-160}"
 for amp in none bf16; do
   echo "== full width (rosinality-equivalent model), amp=$amp"

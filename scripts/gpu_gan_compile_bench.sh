@@ -2,12 +2,7 @@
 # GAN step speed with torch.compile on the rosinality-equivalent full-width SWAGAN-128 (cm 1, 512-d W),
 # batch 32, R1 every 16, path length every 4: compiled main passes with the pure-PyTorch ops (which
 # compile can fuse), with the CUDA ops, and the eager baseline on the same machine.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-[ -e wagi/ops ] || ln -s ../ops wagi/ops
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache
+source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 python3 scripts/make_demo_dataset.py --cache runs/cache/demo_faces_128x4096.pt --n 4096 --workers 14
 COMMON="--set data.demo_images=4096 --set data.cache_file=runs/cache/demo_faces_128x4096.pt --set train.batch_size=32
   --set generator.style_dim=512 --set generator.channel_max=null --set discriminator.channel_max=null

@@ -53,3 +53,25 @@ def test_fusion_ablation_overrides_are_valid(monkeypatch):
     assert cfgs["D"].fusion.edit_aug.strength == [2.0, 6.0] and cfgs["D"].fusion.edit_aug.mask == [0.02, 0.06, 2]
     with pytest.raises(ConfigError):  # the same path refuses a key that does not exist
         load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + ["fusion.cascades=true"])
+
+
+def test_gpu_scripts_share_one_environment(tmp_path):
+    """Every scripts/gpu_*.sh sources scripts/gpu_common.sh (run from the repository root)."""
+    gpu = [p for p in SCRIPTS if p.name.startswith("gpu_") and p.name not in ("gpu_common.sh", "gpu_session.sh")]
+    assert len(gpu) >= 8
+    for p in gpu:
+        assert 'source "$(dirname "$0")/gpu_common.sh"' in p.read_text(), p.name
+    if shutil.which("bash") is None:
+        return
+    probe = tmp_path / "scripts" / "probe.sh"
+    probe.parent.mkdir()
+    (tmp_path / "scripts" / "gpu_common.sh").write_text((ROOT / "scripts" / "gpu_common.sh").read_text())
+    probe.write_text('source "$(dirname "$0")/gpu_common.sh"\necho "$OUT|$PYTHONPATH|$TORCH_EXTENSIONS_DIR|$LOGS"\n')
+    (tmp_path / "wagi").mkdir()
+    res = subprocess.run(["bash", "scripts/probe.sh"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "OUT": "back"})
+    assert res.returncode == 0, res.stderr
+    out, pythonpath, ext, logs = res.stdout.strip().split("|")
+    assert out == "back" and (tmp_path / "back").is_dir() and Path(logs).is_dir()
+    assert pythonpath == str(tmp_path) and ext == f"{tmp_path}/.ext_cache"
+    assert (tmp_path / "wagi" / "ops").is_symlink()
