@@ -210,3 +210,17 @@ def test_widen_speed_script_times_the_widened_copies_beside_the_original(tiny_ck
     assert all(r["runs"] == 2 and r["ms_per_img"] > 0 for r in rows)
     assert rows[1]["images_per_s"] == pytest.approx(1000 / rows[1]["ms_per_img"])
     assert "4:48 8:40 16:32" in capsys.readouterr().out
+
+
+def test_model_speed_script_times_models_in_turn(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    script = load_script("dev/model_speed")
+    assert script.main(["--model", f"a={tiny_ckpt}", "--model", f"b={tiny_ckpt}", "--batch", "2", "--rounds", "3",
+                        "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert list(res["models"]) == ["a", "b"] and res["batch"] == 2
+    for row in res["models"].values():
+        assert len(row["round_s"]) == 3 and all(t > 0 for t in row["round_s"])
+        assert row["images_per_s"] == pytest.approx(2 / sorted(row["round_s"])[1])  # the median round
+        assert row["ms_per_img"] == pytest.approx(1000 / row["images_per_s"])
+    assert "a: " in capsys.readouterr().out
