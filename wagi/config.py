@@ -474,6 +474,19 @@ def check_range(value: Any, key: str, lo: Optional[float] = None, hi: Optional[f
         raise ConfigError(key, f"must be {' and '.join(b for b in (lower, upper) if b)}, got {shown(value)}")
 
 
+def check_lo_hi_dilate(values: Any, key: str, max_dilate: int, form: str) -> None:
+    """A change threshold ``[lo, hi, dilate]`` (``fusion.edit_gate``, ``fusion.edit_aug.mask``): 0 <= lo < hi and
+    an integer dilation in [0, max_dilate]; else ConfigError naming ``key``."""
+    if len(values) != 3:
+        raise ConfigError(key, f"is {form}, got {len(values)} values")
+    lo, hi, dilate = values
+    check_range(lo, key, 0.0)
+    if not hi > lo:
+        raise ConfigError(key, f"needs hi > lo, got lo={lo}, hi={hi}")
+    if dilate != int(dilate) or not 0 <= dilate <= max_dilate:
+        raise ConfigError(key, f"dilate (the third value) is an integer in [0, {max_dilate}], got {dilate}")
+
+
 def check_power_of_two(value: Optional[int], key: str, lo: int, hi: int = MAX_IMAGE_SIDE) -> None:
     if value is not None and (value < lo or value > hi or value & (value - 1)):
         raise ConfigError(key, f"must be a power of two from {lo} to {hi}, got {shown(value)}")
@@ -576,14 +589,7 @@ def _check_consistency(cfg: WaGIConfig) -> None:
     check_range(fu.levels, "fusion.levels", 1, MAX_HAAR_LEVELS)
     check_range(fu.width, "fusion.width", 1, MAX_CHANNELS)
     if fu.edit_gate is not None:
-        if len(fu.edit_gate) != 3:
-            raise ConfigError("fusion.edit_gate", f"is [lo, hi, dilate] or null, got {len(fu.edit_gate)} values")
-        lo, hi, dilate = fu.edit_gate
-        check_range(lo, "fusion.edit_gate", 0.0)
-        if not hi > lo:
-            raise ConfigError("fusion.edit_gate", f"needs hi > lo, got lo={lo}, hi={hi}")
-        if dilate != int(dilate) or not 0 <= dilate <= 8:
-            raise ConfigError("fusion.edit_gate", f"dilate (the third value) is an integer in [0, 8], got {dilate}")
+        check_lo_hi_dilate(fu.edit_gate, "fusion.edit_gate", 8, "[lo, hi, dilate] or null")
     check_range(lc.aligner, "loss.aligner", 0.0)
     _check_cascade(fu)
     _check_edit_aug(cfg)
@@ -707,15 +713,7 @@ def _check_edit_aug(cfg: WaGIConfig) -> None:
             raise ConfigError(f"fusion.edit_aug.sources[{i}]", f"must be one of {list(EDIT_AUG_SOURCES)}, each at "
                                                                f"most once, got {shown(src)}")
     check_range(ea.sefa_components, "fusion.edit_aug.sefa_components", 1, cfg.generator.style_dim)
-    if len(ea.mask) != 3:
-        raise ConfigError("fusion.edit_aug.mask", f"is [lo, hi, dilate], got {len(ea.mask)} values")
-    lo, hi, dilate = ea.mask
-    check_range(lo, "fusion.edit_aug.mask", 0.0)
-    if not hi > lo:
-        raise ConfigError("fusion.edit_aug.mask", f"needs hi > lo, got lo={lo}, hi={hi}")
-    if dilate != int(dilate) or not 0 <= dilate <= MAX_EDIT_MASK_DILATE:
-        raise ConfigError("fusion.edit_aug.mask", f"dilate (the third value, px) is an integer in "
-                                                  f"[0, {MAX_EDIT_MASK_DILATE}], got {dilate}")
+    check_lo_hi_dilate(ea.mask, "fusion.edit_aug.mask", MAX_EDIT_MASK_DILATE, "[lo, hi, dilate]")
     check_range(cfg.loss.edit_aug, "loss.edit_aug", 0.0)
     if ea.prob > 0:
         if fu.kind == "none":
