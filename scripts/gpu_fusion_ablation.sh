@@ -4,6 +4,8 @@
 # variants side by side on one lent GPU, for the same time each, and bring back their fp16 bundles:
 #   A  as bundled (control: same recipe, same time)       B  fusion.cascade
 #   C  cascade + loss.lattice                             D  cascade + lattice + fusion.edit_aug
+#   E  cascade + fusion.edit_aug at the config's defaults (no lattice term)
+#   H  the HFGI-style baseline (configs/demo_hfgi.yaml on the bundled L2-only encoder) + the same edit_aug as E
 # Evaluate on the CPU afterwards with scripts/eval_fusion.py and scripts/eval_edits.py (--model NAME=PATH).
 # VARIANTS="A B" runs a subset; MINUTES (default 6.2) is each run's training time; LATTICE (0.3) the term's
 # weight, EDIT_AUG (0.5) the share of edited samples. Every run uses --resume auto (a second slice continues).
@@ -21,10 +23,14 @@ declare -A SETS=(
   [B]="--set fusion.cascade=true"
   [C]="--set fusion.cascade=true --set loss.lattice=$LAT"
   [D]="--set fusion.cascade=true --set loss.lattice=$LAT --set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute $EA_SET"
+  [E]="--set fusion.cascade=true --set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute"
+  [H]="--set fusion.edit_aug.prob=$EA --set fusion.edit_mode=recompute"
 )
+declare -A BASE=([H]="demo_hfgi l2_restyle")  # config and bundled encoder of a variant (default: demo_wagi on wavelet_restyle)
 train() {  # variant
+  read -r cfg enc <<< "${BASE[$1]:-demo_wagi wavelet_restyle}"
   timeout -s INT "$(python3 -c "print(int(${MINUTES:-6.2} * 60 + 90))")" python3 scripts/train.py \
-    --config configs/demo_wagi.yaml --set "experiment.name=abl_$1" --set train.encoder_ckpt=pretrained/demo/wavelet_restyle.pt \
+    --config "configs/$cfg.yaml" --set "experiment.name=abl_$1" --set "train.encoder_ckpt=pretrained/demo/$enc.pt" \
     --set data.workers=2 ${SETS[$1]} --resume auto --time-limit "${MINUTES:-6.2}" --no-progress > "$LOGS/abl_$1.log" 2>&1
   echo "abl_$1: exit $? ($(tail -1 "$LOGS/abl_$1.log"))"
 }

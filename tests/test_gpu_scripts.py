@@ -39,18 +39,29 @@ def _ablation_variants():
 def test_fusion_ablation_overrides_are_valid(monkeypatch):
     monkeypatch.chdir(ROOT)  # the script runs in the repository root: its paths are relative to it
     text, variants = _ablation_variants()
-    assert sorted(variants) == ["A", "B", "C", "D"] and variants["A"] == []
-    common = ["train.encoder_ckpt=pretrained/demo/wavelet_restyle.pt", "data.workers=2", "experiment.name=abl_A"]
-    assert all(f"--set {c.split('=')[0]}=" in text for c in common[:2])
+    assert sorted(variants) == ["A", "B", "C", "D", "E", "H"] and variants["A"] == []
+    common = ["data.workers=2", "experiment.name=abl_A"]
+    assert "--set data.workers=2" in text and '--set "train.encoder_ckpt=pretrained/demo/$enc.pt"' in text
+    base = {v: (cfg, enc) for v, cfg, enc in re.findall(r"\[([A-Z])\]=\"(demo_\w+) (\w+)\"", text)}
+    assert base == {"H": ("demo_hfgi", "l2_restyle")}  # variant -> its config and bundled encoder
     cfgs = {}
     for name, sets in variants.items():
-        cfgs[name] = load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + sets)
+        cfg, enc = base.get(name, ("demo_wagi", "wavelet_restyle"))
+        assert (ROOT / "pretrained" / "demo" / f"{enc}.pt").is_file()
+        cfgs[name] = load_config(ROOT / "configs" / f"{cfg}.yaml",
+                                 overrides=common + [f"train.encoder_ckpt=pretrained/demo/{enc}.pt"] + sets)
     assert not cfgs["A"].fusion.cascade and cfgs["A"].loss.lattice == 0 and cfgs["A"].fusion.edit_aug.prob == 0
     assert cfgs["B"].fusion.cascade and cfgs["B"].loss.lattice == 0
     assert cfgs["C"].fusion.cascade and cfgs["C"].loss.lattice == pytest.approx(0.3)
     assert cfgs["D"].fusion.edit_aug.prob == pytest.approx(0.5) and cfgs["D"].fusion.edit_mode == "recompute"
     # the draws and mask of the measured ablation (docs/method.md), not today's defaults
     assert cfgs["D"].fusion.edit_aug.strength == [2.0, 6.0] and cfgs["D"].fusion.edit_aug.mask == [0.02, 0.06, 2]
+    # E: today's defaults of the augmentation on the cascade; H: the same augmentation on the feature fusion
+    for name in "EH":
+        ea = cfgs[name].fusion.edit_aug
+        assert ea.prob == pytest.approx(0.5) and ea.strength == [1.0, 3.0] and ea.mask == [0.06, 0.15, 2]
+    assert cfgs["E"].fusion.cascade and cfgs["E"].loss.lattice == 0 and cfgs["E"].fusion.kind == "wavelet"
+    assert cfgs["H"].fusion.kind == "feature" and not cfgs["H"].fusion.cascade
     with pytest.raises(ConfigError):  # the same path refuses a key that does not exist
         load_config(ROOT / "configs" / "demo_wagi.yaml", overrides=common + ["fusion.cascades=true"])
 
