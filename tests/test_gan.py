@@ -163,6 +163,9 @@ def test_shipped_gan_configs_validate_and_demo_export_fits():
     assert v7.generator.channels == {4: 160, 8: 160, 16: 160, 32: 96, 64: 96}  # measured on the CPU (v7 in the docs)
     assert (v7.experiment.seed, v7.train.lr, v7.train.g_lr, v7.train.d_lr) == (7, 0.002, None, None)
     assert (v7.train.d_warmup, v7.train.batch_size, v7.train.ema_half_life_kimg) == (400, 128, 40.0)
+    for name in ("v6", "v7", "v8"):  # NVlabs' EMA half-life rule, 10 x batch / 32 kimg, in the later attempts
+        t = load_gan_config(ROOT / "configs" / f"demo_swagan_{name}.yaml").train
+        assert t.ema_half_life_kimg == pytest.approx(10 * t.batch_size / 32), name
     load_gan_config(TINY)
     fp16_bytes = 2 * sum(v.numel() for v in gen.state_dict().values())
     assert fp16_bytes < 15 * 2 ** 20  # the shipped fp16 file (plus pickle overhead) stays under 16 MiB
