@@ -141,12 +141,13 @@ def _ops_shim(root: Path) -> types.ModuleType:
 
 
 @contextlib.contextmanager
-def rosinality_modules(root: Path):
+def rosinality_modules(root: Path, build_ops: bool = True):
     """Import ``swagan`` from a checkout of rosinality/stylegan2-pytorch at ``root`` (no ``sys.path`` edit).
 
     Their ``op`` package compiles its CUDA extensions when imported; where that fails (no CUDA toolkit, a
-    CPU-only machine) their network runs on WaGI's ops instead, and the second value says so. The
-    modules are removed from ``sys.modules`` on exit. Yields ``(swagan module, ops description)``.
+    CPU-only machine), or with ``build_ops=False`` (no build attempted), their network runs on WaGI's ops
+    instead, and the second value says so. The modules are removed from ``sys.modules`` on exit. Yields
+    ``(swagan module, ops description)``.
     """
     root = Path(root).expanduser()
     missing = [f for f in ROSINALITY_FILES if not (root / f).is_file()]
@@ -155,15 +156,19 @@ def rosinality_modules(root: Path):
                                 f"(missing {', '.join(missing)})")
     saved = {n: sys.modules.pop(n) for n in ROSINALITY_MODULES if n in sys.modules}
     try:
-        try:
-            _load_module("op", root / "op" / "__init__.py", package=True)
-            ops_used = "their CUDA ops"
-        except Exception as err:  # their extensions did not build: run their network on WaGI's ops
-            for n in ROSINALITY_MODULES:
-                sys.modules.pop(n, None)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not build_ops:
             _ops_shim(root)
-            ops_used = f"WaGI's ops (theirs did not build: {first[:120]})"
+            ops_used = "WaGI's ops (theirs not built: not asked to)"
+        else:
+            try:
+                _load_module("op", root / "op" / "__init__.py", package=True)
+                ops_used = "their CUDA ops"
+            except Exception as err:  # their extensions did not build: run their network on WaGI's ops
+                for n in ROSINALITY_MODULES:
+                    sys.modules.pop(n, None)
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                _ops_shim(root)
+                ops_used = f"WaGI's ops (theirs did not build: {first[:120]})"
         _load_module("model", root / "model.py")
         yield _load_module("swagan", root / "swagan.py"), ops_used
     finally:

@@ -6,6 +6,10 @@
 # of every step checkpoint written in this slice (one scripts/fd_judge.py call for all runs: the real faces'
 # features are computed once) and each run's best g_ema comes back as $OUT/<run>_best.pt, with the runs' small
 # files in $OUT/sweep_files.tgz. The full training states stay on the machine. FD_N: FD-judge samples (5000).
+# ORACLE=PATH (a checkout of rosinality/stylegan2-pytorch, e.g. carried as runs/ext/rosinality) adds one run of
+# rosinality's own training loop on our networks (scripts/dev/rosinality_train_oracle.py, ORACLE_ARGS for its
+# options; default: configs/demo_swagan_v4.yaml from the bundled g_ema, as v4's first slice) beside the configs,
+# for the same minutes, its snapshots measured with theirs: a check of our training loop.
 source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 CONFIGS=${CONFIGS:?set CONFIGS to one or more GAN configs}
@@ -29,13 +33,24 @@ for cfg in $CONFIGS; do
       --config "$cfg" --resume auto --time-limit "${MINUTES:-7}" --no-progress > "$LOGS/$(basename "$run").log" 2>&1
     echo "$run: exit $? ($(tail -1 "$LOGS/$(basename "$run").log"))" ) &
 done
+if [ -n "${ORACLE:-}" ]; then
+  RUNS+=(runs/oracle_ours)
+  ( timeout -s INT "$(python3 -c "print(int(${MINUTES:-7} * 60 + 120))")" python3 scripts/dev/rosinality_train_oracle.py \
+      --rosinality "$ORACLE" --nets ours --cache runs/cache/demo_faces_128x60000.pt --minutes "${MINUTES:-7}" \
+      --snapshot-every 500 --out runs/oracle_ours ${ORACLE_ARGS:---config configs/demo_swagan_v4.yaml} \
+      > "$LOGS/oracle_ours.log" 2>&1
+    echo "runs/oracle_ours: exit $? ($(tail -1 "$LOGS/oracle_ours.log"))" ) &
+fi
 wait
 SNAP=$(mktemp -d); GENS=()
 for run in "${RUNS[@]}"; do
-  tail -1 "$run/metrics.jsonl" | cut -c1-300
-  for ck in $(find "$run/checkpoints" -name 'step_*.pt' -newer "$MARK" | sort); do
+  tail -1 "$run/metrics.jsonl" 2>/dev/null | cut -c1-300
+  for ck in $(find "$run/checkpoints" -name 'step_*.pt' -newer "$MARK" 2>/dev/null | sort); do
     name="$(basename "$run")__$(basename "$ck" .pt)"
     python3 scripts/train_generator.py --export "$SNAP/$name.pt" --ckpt "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
+  done
+  for ck in $(find "$run/snapshots" -name 'step_*.pt' -newer "$MARK" 2>/dev/null | sort); do  # the oracle's: already g_ema files
+    name="$(basename "$run")__$(basename "$ck" .pt)"; cp "$ck" "$SNAP/$name.pt"; GENS+=(--generator "$name=$SNAP/$name.pt")
   done
   cp "$LOGS/$(basename "$run").log" "$run/train_generator.log"
 done
@@ -46,5 +61,6 @@ for run in "${RUNS[@]}"; do
 print(min((k for k in f if k.startswith(sys.argv[2] + '__')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
   echo "$r best: $best"; cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
 done
-tar czf "$OUT/sweep_files.tgz" -C "$LOGS" fd_sweep.json -C "$PWD" $(for run in "${RUNS[@]}"; do echo "$run/metrics.jsonl $run/config.yaml $run/train_generator.log $run/samples"; done)
+tar czf "$OUT/sweep_files.tgz" -C "$LOGS" fd_sweep.json -C "$PWD" $(for run in "${RUNS[@]}"; do
+  for f in metrics.jsonl config.yaml oracle.json train_generator.log samples; do [ -e "$run/$f" ] && echo "$run/$f"; done; done)
 ls -la "$OUT"
