@@ -268,6 +268,31 @@ def _make_generator(size: int, device: torch.device, channel_multiplier: int = 2
     return g
 
 
+def _graph_rows(g, latent: torch.Tensor, ref_img: torch.Tensor, device: torch.device, precision: str, warm: int,
+                iters: int, batch: int) -> Dict:
+    """The forward replayed as one CUDA graph (wagi.fastpath): fp32 and ``precision``, each with its error
+    against the eager fp32 image; then the same with input-scaled modulated convolutions
+    (``Generator.set_fused_modconv(False)``: one batched convolution instead of a grouped one)."""
+    from wagi.fastpath import CudaGraphCall
+
+    def forward(w):
+        return g([w], input_is_latent=True, randomize_noise=False)[0]
+
+    row = {}
+    for label, fused in (("graph", True), ("graph_inputscaled", False)):
+        g.set_fused_modconv(fused)
+        try:
+            for prec in ("fp32", precision):
+                run = CudaGraphCall(forward, latent, precision=prec)
+                img = run(latent).float()
+                row[f"fwd_{prec}_{label}_ms_per_img"] = time_fn(lambda: run(latent), device, warm, iters) / batch
+                row[f"{prec}_{label}_rel_err"] = rel_err(img, ref_img)
+                run = None
+        finally:
+            g.set_fused_modconv(True)
+    return row
+
+
 def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]] = None,
                     rosinality: Optional[Path] = None, precision: str = "bf16", profile: int = 0) -> List[Dict]:
     """Generator forward (and forward + backward to W+) at each size; with ``rosinality`` (a checkout of
@@ -317,6 +342,7 @@ def bench_generator(device: torch.device, quick: bool, sizes: Optional[List[int]
                 row[f"{precision}_rel_err"] = rel_err(fast_img, ref_img)
                 row[f"{precision}_max_abs_err"] = float((fast_img - ref_img).abs().max())
                 row[f"fwd_bwd_{precision}_ms_per_img"] = time_fn(lambda: fwd_bwd(low), device, warm, iters) / batch
+                row.update(_graph_rows(g, latent, ref_img, device, precision, warm, iters, batch))
             if profile:
                 low = AUTOCAST_DTYPES[precision] if device.type == "cuda" else None
                 progress(f"[generator] profiling the {size}x{size} forward ({precision if low else 'fp32'})")
@@ -381,15 +407,27 @@ def bench_inversion(device: torch.device, quick: bool, precision: str = "bf16") 
             for g in model.fusion.gates.values():
                 g.data.fill_(1.0)
 
-        def run(dtype=None):
+        def run(dtype=None, inp=x):
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                return model.invert(x)[0]
+                return model.invert(inp)[0]
 
         row = {"bench": "inversion", "variant": name, "encoder": f"{backbone} @{input_size}", "size": size,
                "batch": batch, "fp32_ms_per_img": time_fn(run, device, warm, iters) / batch}
         if device.type == "cuda":
+            from wagi.fastpath import CudaGraphCall
+
+            ref = run()
             row[f"{precision}_ms_per_img"] = time_fn(lambda: run(AUTOCAST_DTYPES[precision]), device, warm,
                                                      iters) / batch
+            x1 = x[:1].contiguous()
+            row["fp32_batch1_ms"] = time_fn(lambda: run(None, x1), device, warm, iters)
+            for prec in ("fp32", precision):  # the whole invert() replayed as one CUDA graph
+                graphed = CudaGraphCall(lambda inp: model.invert(inp)[0], x, precision=prec)
+                row[f"{prec}_graph_ms_per_img"] = time_fn(lambda: graphed(x), device, warm, iters) / batch
+                row[f"{prec}_graph_rel_err"] = rel_err(graphed(x).float(), ref.float())
+                graphed = CudaGraphCall(lambda inp: model.invert(inp)[0], x1, precision=prec)
+                row[f"{prec}_graph_batch1_ms"] = time_fn(lambda: graphed(x1), device, warm, iters)
+                graphed = None
         rows.append(row)
         model = None  # frees the device memory before the next model
         if device.type == "cuda":

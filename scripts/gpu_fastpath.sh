@@ -20,5 +20,5 @@ for p in fp32 "$PRECISION"; do
     --model wagi=pretrained/demo/wagi.pt --output "$TEST/../eval_$p" --no-progress 2>&1 | tail -8
   cp "$TEST/../eval_$p/results.json" "$OUT/subbands_$p.json"
 done
-python3 -m pytest -q tests/test_ops_cuda.py tests/test_precision.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.log"
+python3 -m pytest -q tests/test_ops_cuda.py tests/test_precision.py tests/test_fastpath.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.log"
 ls -la "$OUT"
