@@ -56,7 +56,7 @@ for run in "${RUNS[@]}"; do
 done
 python3 scripts/fd_judge.py --n "${FD_N:-5000}" "${GENS[@]}" ${FD_REF:+--generator "$FD_REF"} --json "$LOGS/fd_sweep.json" 2>&1 | grep -A1 FD-judge
 for run in "${RUNS[@]}"; do
-  r=$(basename "$run")
+  r=$(basename "$run"); [ "$r" = oracle_ours ] && continue  # the oracle's FD-judge is in fd_sweep.json; no file back
   best=$(python3 -c "import json, sys; f = json.load(open(sys.argv[1]))['fd_judge']
 print(min((k for k in f if k.startswith(sys.argv[2] + '__')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
   echo "$r best: $best"; cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
