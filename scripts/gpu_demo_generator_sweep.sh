@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Several demo-generator configs side by side in one slice of a lent GPU: at the demo width one training run
-# leaves most of an H100 idle (the step is overhead-bound), so two or three runs share it at little cost each.
+# Several demo-generator configs side by side in one slice of a lent GPU, to compare them within one call (they
+# share the card, so each runs slower than alone: docs/train_generator.md, "v7, v8").
 #   CONFIGS="configs/demo_swagan_v6.yaml configs/demo_swagan_v7.yaml" MINUTES=7 bash scripts/gpu_demo_generator_sweep.sh
 # Each run trains for MINUTES (--resume auto: a next call on the same warm machine continues it), then FD-judge
 # of every step checkpoint written in this slice (one scripts/fd_judge.py call for all runs: the real faces'
