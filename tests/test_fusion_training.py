@@ -165,3 +165,28 @@ def test_edit_augmentation_trains_the_feature_fusion_too(tmp_path, encoder_ckpt)
     trained = [n for n, p in m.fusion.named_parameters() if p.grad is not None and float(p.grad.abs().sum()) > 0]
     assert any(not n.startswith("aligner.") for n in trained) and "aligner.flow.weight" in trained
     assert all(p.grad is None for p in m.generator.parameters())
+
+
+def test_fusion_ckpt_starts_the_fusion_from_a_saved_model(tmp_path, encoder_ckpt):
+    """train.fusion_ckpt: continue or fine-tune a saved fusion module (e.g. a bundled wagi.pt) in a fresh run."""
+    first = Trainer(_fusion_cfg(tmp_path, encoder_ckpt, "experiment.name=first", "fusion.cascade=true",
+                                "fusion.gate_init=0.5"), progress=False)
+    first.train_step(torch.stack([first.test_set[i] for i in range(2)]))  # weights away from their initial values
+    saved = tmp_path / "first_model.pt"
+    first.model.save(saved)
+    again = Trainer(_fusion_cfg(tmp_path, encoder_ckpt, "experiment.name=again", "fusion.cascade=true",
+                                f"train.fusion_ckpt={saved}"), progress=False)
+    assert again.step == 0  # a fresh run: step count and optimiser start anew
+    a, b = first.model.fusion.state_dict(), again.model.fusion.state_dict()
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = Trainer(_fusion_cfg(tmp_path, encoder_ckpt, "experiment.name=fresh", "fusion.cascade=true"), progress=False)
+    assert not all(torch.equal(a[k], fresh.model.fusion.state_dict()[k]) for k in a)  # not the initial weights
+    with pytest.raises(ValueError, match=r"fusion.cascade is True in .* but False in this config"):
+        Trainer(_fusion_cfg(tmp_path, encoder_ckpt, "experiment.name=x", f"train.fusion_ckpt={saved}"), progress=False)
+    with pytest.raises(ValueError, match="fusion.kind is 'none' in .* but 'wavelet' in this config"):  # encoder only
+        Trainer(_fusion_cfg(tmp_path, encoder_ckpt, "experiment.name=y", f"train.fusion_ckpt={encoder_ckpt}"),
+                progress=False)
+    enc_stage = load_config(TINY, [f"experiment.out_dir={tmp_path}", "experiment.name=z", "fusion.kind=wavelet",
+                                   f"train.fusion_ckpt={saved}"])
+    with pytest.raises(ValueError, match="needs train.stage 'fusion' or 'joint'"):
+        Trainer(enc_stage, progress=False)

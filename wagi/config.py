@@ -265,6 +265,7 @@ class DataConfig:
 class TrainConfig:
     stage: str = choice_field("encoder", ("encoder", "fusion", "joint"))
     encoder_ckpt: Optional[str] = path_field(None)   # stage 'fusion': the trained basic encoder to freeze
+    fusion_ckpt: Optional[str] = path_field(None)    # stage 'fusion' / 'joint': start the fusion module from this model
     max_steps: int = 100000
     batch_size: int = 8
     lr: float = 1e-4

@@ -235,6 +235,11 @@ class Trainer(TrainerBase):
             if not cfg.train.encoder_ckpt:
                 raise ValueError("train.stage 'fusion' needs train.encoder_ckpt (a trained encoder checkpoint)")
             self._load_encoder(cfg.train.encoder_ckpt)
+        if cfg.train.fusion_ckpt:
+            if stage == "encoder" or m.fusion is None:
+                raise ValueError("train.fusion_ckpt starts a fusion module: it needs train.stage 'fusion' or 'joint' "
+                                 "and a fusion.kind")
+            self._load_fusion(cfg.train.fusion_ckpt)
         if stage == "encoder" and m.fusion is not None:
             m.fusion = None  # the fusion module has no role in the encoder stage
             m.config["fusion"]["kind"] = "none"  # so that its checkpoints load as encoder-only models
@@ -261,6 +266,26 @@ class Trainer(TrainerBase):
             raise ValueError(f"train.encoder_ckpt: {path} is not a WaGI checkpoint")
         with restoring_from(path, "train.encoder_ckpt"):
             self._apply_encoder(ckpt, path)
+
+    # the fusion settings that decide its modules' shapes and what they compute: a start file must share them
+    FUSION_KEYS = ("kind", "resolutions", "levels", "width", "source", "cascade")
+
+    def _load_fusion(self, path: str) -> None:
+        """``train.fusion_ckpt``: the fusion module (and its aligner) of a WaGI model or training checkpoint, to
+        continue or fine-tune it; the rest of the run (optimiser, step count) starts fresh."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "wagi_model":
+            raise ValueError(f"train.fusion_ckpt: {path} is not a WaGI checkpoint")
+        with restoring_from(path, "train.fusion_ckpt"):
+            own, theirs = self.cfg.fusion, ckpt["config"]["fusion"]
+            for key in self.FUSION_KEYS:
+                mine = getattr(own, key)
+                if theirs.get(key, False if key == "cascade" else None) != mine:
+                    raise ValueError(f"train.fusion_ckpt: fusion.{key} is {theirs.get(key)!r} in {path} "
+                                     f"but {mine!r} in this config")
+            state = {k[len("fusion."):]: v.float() if v.is_floating_point() else v
+                     for k, v in ckpt["state_dict"].items() if k.startswith("fusion.")}
+            self.model.fusion.load_state_dict(state, strict=True)
 
     def _apply_encoder(self, ckpt: Dict[str, Any], path: str) -> None:
         own = self.cfg.encoder
