@@ -7,7 +7,7 @@
 The standard recipe (Shen et al. 2020): sample --n codes z, map them to W, render them with the
 generator, score each image with the judge (its logit for the attribute), keep the top and bottom
 --chosen-ratio of the codes by score and fit a linear SVM in W; the unit normal of its hyperplane is
-the direction (1, D), applied to every W+ entry (or the entries of --layers START,END).
+the direction (1, D), applied to every W+ entry (or the entries [START, END) of --layers START:END).
 
 The documented strength is then chosen on --tune-n held-out *real* faces (seeds 1,006,000+, never used by
 the benchmark), inverted without fusion by --tune-model: the smallest --strengths value at which the
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeatable; default: every binary attribute")
     p.add_argument("--n", type=positive_int, default=20_000, help="generated samples to label")
     p.add_argument("--chosen-ratio", type=float, default=0.1, help="top / bottom fraction by judge logit")
-    p.add_argument("--layers", default=None, metavar="START,END", help="restrict the directions to W+ entries")
+    p.add_argument("--layers", default=None, metavar="START:END",
+                   help="restrict the directions to the W+ entries [START, END), e.g. 2:8")
     p.add_argument("--truncation", type=float, default=1.0, help="psi of the labelled samples (1: none)")
     p.add_argument("--tune-n", type=positive_int, default=100, help="real faces for the strength choice")
     p.add_argument("--strengths", type=_floats, default=_floats(DEFAULT_STRENGTHS))
