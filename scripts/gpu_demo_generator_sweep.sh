@@ -10,6 +10,8 @@
 # rosinality's own training loop on our networks (scripts/dev/rosinality_train_oracle.py, ORACLE_ARGS for its
 # options; default: configs/demo_swagan_v4.yaml from the bundled g_ema, as v4's first slice) beside the configs,
 # for the same minutes, its snapshots measured with theirs: a check of our training loop.
+# RAW_G=1 also measures each snapshot's raw generator (train_generator.py --export --network g); the best file
+# that comes back is chosen among the g_ema snapshots only.
 source "$(dirname "$0")/gpu_common.sh"  # strict pipes, $OUT, $LOGS, PYTHONPATH, ops
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 CONFIGS=${CONFIGS:?set CONFIGS to one or more GAN configs}
@@ -48,6 +50,10 @@ for run in "${RUNS[@]}"; do
   for ck in $(find "$run/checkpoints" -name 'step_*.pt' -newer "$MARK" 2>/dev/null | sort); do
     name="$(basename "$run")__$(basename "$ck" .pt)"
     python3 scripts/train_generator.py --export "$SNAP/$name.pt" --ckpt "$ck" > /dev/null && GENS+=(--generator "$name=$SNAP/$name.pt")
+    if [ "${RAW_G:-0}" = 1 ]; then  # the raw generator beside g_ema: does the average blur what G draws?
+      python3 scripts/train_generator.py --export "$SNAP/${name}__raw.pt" --ckpt "$ck" --network g > /dev/null \
+        && GENS+=(--generator "${name}__raw=$SNAP/${name}__raw.pt")
+    fi
   done
   for ck in $(find "$run/snapshots" -name 'step_*.pt' -newer "$MARK" 2>/dev/null | sort); do  # the oracle's: already g_ema files
     name="$(basename "$run")__$(basename "$ck" .pt)"; cp "$ck" "$SNAP/$name.pt"; GENS+=(--generator "$name=$SNAP/$name.pt")
@@ -58,7 +64,7 @@ python3 scripts/fd_judge.py --n "${FD_N:-5000}" "${GENS[@]}" ${FD_REF:+--generat
 for run in "${RUNS[@]}"; do
   r=$(basename "$run"); [ "$r" = oracle_ours ] && continue  # the oracle's FD-judge is in fd_sweep.json; no file back
   best=$(python3 -c "import json, sys; f = json.load(open(sys.argv[1]))['fd_judge']
-print(min((k for k in f if k.startswith(sys.argv[2] + '__')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
+print(min((k for k in f if k.startswith(sys.argv[2] + '__') and not k.endswith('__raw')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
   echo "$r best: $best"; cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
 done
 tar czf "$OUT/sweep_files.tgz" -C "$LOGS" fd_sweep.json -C "$PWD" $(for run in "${RUNS[@]}"; do

@@ -50,11 +50,11 @@ def _export(args, cfg) -> int:
             return EXIT_CONFIG
         src = Path(cfg.experiment.out_dir) / cfg.experiment.name / CHECKPOINT_DIR / LATEST
     try:
-        out = export_generator(src, args.export)
+        out = export_generator(src, args.export, network=args.network)
     except (OSError, CheckpointError, ValueError) as e:  # OSError: a missing source, a refused write
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"exported g_ema of {src} to {out} ({out.stat().st_size / 2 ** 20:.2f} MiB, fp16)")
+    print(f"exported {args.network} of {src} to {out} ({out.stat().st_size / 2 ** 20:.2f} MiB, fp16)")
     return 0
 
 
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N", help="warm-up steps (default 20)")
     p.add_argument("--export", default=None, metavar="PATH", help="write a compact fp16 g_ema-only file and exit")
     p.add_argument("--ckpt", type=Path, default=None, metavar="PATH", help="with --export: the checkpoint to export")
+    p.add_argument("--network", choices=("g_ema", "g"), default="g_ema",
+                   help="with --export: the averaged generator, or the raw one of a training checkpoint (diagnostics)")
     p.add_argument("--checkpoint", type=Path, dest="ckpt", help=argparse.SUPPRESS)  # the older name of --ckpt
     args = p.parse_args(argv)
 

@@ -322,6 +322,14 @@ def test_fp16_export_loads_and_matches(run, tmp_path):
     ref = run.g_ema([z], randomize_noise=False)[0]
     got = g([z], randomize_noise=False)[0]
     assert (got - ref).abs().max() < 0.02 * ref.abs().max()
+    raw_g = export_generator(src, tmp_path / "g_raw.pt", network="g")  # the raw generator, for diagnostics
+    assert torch.load(raw_g, weights_only=True)["network"] == "g"
+    g_raw, _, _ = load_generator(raw_g)
+    for k, v in run.G.state_dict().items():
+        torch.testing.assert_close(g_raw.state_dict()[k], v, rtol=FP16_EPS, atol=1e-7, msg=k)
+    assert any(not torch.equal(run.G.state_dict()[k], run.g_ema.state_dict()[k]) for k in run.G.state_dict())
+    with pytest.raises(ValueError, match="network must be 'g_ema' or 'g'"):
+        export_generator(src, tmp_path / "x.pt", network="d")
 
 
 def test_resume_is_exact(tmp_path, capsys):

@@ -199,3 +199,12 @@ def test_export_to_an_unwritable_path_is_one_line(tmp_path, capsys):
                                               str(ROOT / "pretrained" / "demo" / "swagan128.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: cannot write {out}: a part of the path is a file, not a folder\n"
+
+
+def test_export_of_the_raw_generator_needs_a_training_checkpoint(tmp_path, capsys):
+    """--network g reads a training checkpoint's raw generator; an exported file has only g_ema: one line."""
+    rc = load_script("train_generator").main(["--export", str(tmp_path / "g.pt"), "--network", "g", "--ckpt",
+                                              str(ROOT / "pretrained" / "demo" / "swagan128.pt")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(err) == 1 and "without a 'g' generator state_dict" in err[0], err
+    assert not (tmp_path / "g.pt").exists()

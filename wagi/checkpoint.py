@@ -479,20 +479,24 @@ def save_generator(path: PathLike, g_ema: Generator, latent_avg: Optional[torch.
     return save_checkpoint(ckpt, path, plain_only=True)
 
 
-def export_generator(src: PathLike, out: PathLike, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a compact g_ema-only WaGI generator file (weights in ``dtype``, ``latent_avg`` in fp32).
+def export_generator(src: PathLike, out: PathLike, dtype: torch.dtype = torch.float16, network: str = "g_ema") -> Path:
+    """Write a compact single-generator WaGI file (weights in ``dtype``, ``latent_avg`` in fp32).
 
     ``src`` is any file :func:`load_generator` reads (a generator training checkpoint, for
     ``train_generator.py --export``); :func:`load_generator` reads the result back into an fp32 :class:`Generator`.
+    ``network``: ``'g_ema'`` (the averaged generator, what every user wants) or ``'g'`` (the raw generator of a
+    training checkpoint, for diagnostics: does the average blur what the raw one draws?).
     """
-    g, latent_avg, info = load_generator(src, compute_latent_avg=True)
+    if network not in ("g_ema", "g"):
+        raise ValueError(f"network must be 'g_ema' or 'g', got {network!r}")
+    g, latent_avg, info = load_generator(src, compute_latent_avg=True, key=network)
     half = g.to(dtype)
     bad = [k for k, v in half.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"{src}: g_ema does not fit {dtype} (non-finite after the cast: {bad[:5]})")
     src_ckpt = load_checkpoint(src)
     training = src_ckpt.get("training") if isinstance(src_ckpt, dict) else None
-    extra = {"dtype": str(dtype).replace("torch.", ""), "exported_from": str(src)}
+    extra = {"dtype": str(dtype).replace("torch.", ""), "exported_from": str(src), "network": network}
     if isinstance(training, dict) and "step" in training:
         extra.update(step=int(training["step"]), kimg=float(training.get("kimg", 0.0)),
                      wall_time_s=float(training.get("wall_time_s", 0.0)), cards=list(training.get("cards", [])))
