@@ -274,11 +274,13 @@ def _graph_rows(g, latent: torch.Tensor, ref_img: torch.Tensor, device: torch.de
     against the eager fp32 image; then the same with input-scaled modulated convolutions
     (``Generator.set_fused_modconv(False)``: one batched convolution instead of a grouped one)."""
     from wagi.fastpath import CudaGraphCall
+    from wagi.models.layers import ModulatedConv2d
 
     def forward(w):
         return g([w], input_is_latent=True, randomize_noise=False)[0]
 
     row = {}
+    was_fused = all(m.fused for m in g.modules() if isinstance(m, ModulatedConv2d))
     for label, fused in (("graph", True), ("graph_inputscaled", False)):
         g.set_fused_modconv(fused)
         try:
@@ -291,7 +293,7 @@ def _graph_rows(g, latent: torch.Tensor, ref_img: torch.Tensor, device: torch.de
         except RuntimeError as e:  # recorded in the row: the eager rows above still stand
             row[f"{label}_error"] = str(e).strip().splitlines()[0][:200]
         finally:
-            g.set_fused_modconv(True)
+            g.set_fused_modconv(was_fused)
     return row
 
 
@@ -432,7 +434,8 @@ def bench_inversion(device: torch.device, quick: bool, precision: str = "bf16") 
                     row[f"{prec}_graph_batch1_ms"] = time_fn(lambda: graphed(x1), device, warm, iters)
                 except RuntimeError as e:  # a host sync inside invert() cannot be recorded: say so, go on
                     row[f"{prec}_graph_error"] = str(e).strip().splitlines()[0][:200]
-                    torch.cuda.synchronize(device)
+                    with contextlib.suppress(RuntimeError):
+                        torch.cuda.synchronize(device)
                 graphed = None
         rows.append(row)
         model = None  # frees the device memory before the next model

@@ -43,6 +43,7 @@ from wagi.editing import fit_boundary, save_boundary
 from wagi.editing.benchmark import EDIT_TUNE_SEED_OFFSET, EditBenchmark, prepare_faces
 from wagi.editing.directions import parse_layer_range, restrict_layers
 from wagi.editing.shipped import DEMO_BUNDLE, DIRECTION_KIND, DIRECTIONS_DIR, ShippedDirection, generator_fingerprint
+from wagi.inference import shown_path
 from wagi.models.judge import load_judge
 from wagi.models.wagi import WaGI
 
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
             fit={"method": "svm", "n_samples": args.n, "sample_seed": SAMPLE_SEED, "truncation": args.truncation,
                  "chosen_ratio": fit["chosen_num"] / args.n, "train_acc": fit["train_acc"], "val_acc": fit["val_acc"],
                  "judge_positive_fraction": float((scores[a] > 0).float().mean())},
-            tuning={"model": str(tune_path), "faces": args.tune_n, "seed_offset": EDIT_TUNE_SEED_OFFSET,
+            tuning={"model": shown_path(tune_path), "faces": args.tune_n, "seed_offset": EDIT_TUNE_SEED_OFFSET,
                     "target": args.target, "max_leakage": args.max_leakage, "table": table},
             generator_fingerprint=fingerprint, style_dim=int(d.shape[-1]),
             generator_sha256=gen_entry["sha256"] if gen_entry else None, judge_sha256=sha256_file(judge_path))

@@ -38,7 +38,7 @@ done
 if [ -n "${ORACLE:-}" ]; then
   RUNS+=(runs/oracle_ours)
   ( timeout -s INT "$(python3 -c "print(int(${MINUTES:-7} * 60 + 120))")" python3 scripts/dev/rosinality_train_oracle.py \
-      --rosinality "$ORACLE" --nets ours --cache runs/cache/demo_faces_128x60000.pt --minutes "${MINUTES:-7}" \
+      --rosinality "$ORACLE" --nets ours --minutes "${MINUTES:-7}" \
       --snapshot-every 500 --out runs/oracle_ours ${ORACLE_ARGS:---config configs/demo_swagan_v4.yaml} \
       > "$LOGS/oracle_ours.log" 2>&1
     echo "runs/oracle_ours: exit $? ($(tail -1 "$LOGS/oracle_ours.log"))" ) &
@@ -58,14 +58,15 @@ for run in "${RUNS[@]}"; do
   for ck in $(find "$run/snapshots" -name 'step_*.pt' -newer "$MARK" 2>/dev/null | sort); do  # the oracle's: already g_ema files
     name="$(basename "$run")__$(basename "$ck" .pt)"; cp "$ck" "$SNAP/$name.pt"; GENS+=(--generator "$name=$SNAP/$name.pt")
   done
-  cp "$LOGS/$(basename "$run").log" "$run/train_generator.log"
+  mkdir -p "$run" && cp "$LOGS/$(basename "$run").log" "$run/train_generator.log"
 done
 python3 scripts/fd_judge.py --n "${FD_N:-5000}" "${GENS[@]}" ${FD_REF:+--generator "$FD_REF"} --json "$LOGS/fd_sweep.json" 2>&1 | grep -A1 FD-judge
 for run in "${RUNS[@]}"; do
   r=$(basename "$run"); [ "$r" = oracle_ours ] && continue  # the oracle's FD-judge is in fd_sweep.json; no file back
   best=$(python3 -c "import json, sys; f = json.load(open(sys.argv[1]))['fd_judge']
-print(min((k for k in f if k.startswith(sys.argv[2] + '__') and not k.endswith('__raw')), key=f.get))" "$LOGS/fd_sweep.json" "$r")
-  echo "$r best: $best"; cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
+print(min((k for k in f if k.startswith(sys.argv[2] + '__') and not k.endswith('__raw')), key=f.get, default=''))" \
+    "$LOGS/fd_sweep.json" "$r")
+  echo "$r best: ${best:-none (no snapshot)}"; [ -n "$best" ] && cp "$SNAP/$best.pt" "$OUT/${r}_best.pt"
 done
 tar czf "$OUT/sweep_files.tgz" -C "$LOGS" fd_sweep.json -C "$PWD" $(for run in "${RUNS[@]}"; do
   for f in metrics.jsonl config.yaml oracle.json train_generator.log samples; do [ -e "$run/$f" ] && echo "$run/$f"; done; done)

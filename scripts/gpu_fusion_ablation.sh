@@ -43,7 +43,9 @@ for v in $VARIANTS; do
   grep '"val"' "runs/abl_$v/metrics.jsonl" | tail -1 | cut -c1-300
   cp "$LOGS/abl_$v.log" "runs/abl_$v/train.log"
 done
-python3 scripts/bundle_models.py --output "$LOGS/abl" "${MODELS[@]}" 2>&1 | tail -6
-mv "$LOGS"/abl/*.pt "$OUT"/  # the bundles; their manifest travels in the tarball (the machine returns 8 files a call)
-tar czf "$OUT/run_files.tgz" runs/abl_*/metrics.jsonl runs/abl_*/config.yaml runs/abl_*/train.log -C "$LOGS/abl" manifest.json
+mkdir -p "$LOGS/abl"
+[ ${#MODELS[@]} -gt 0 ] && python3 scripts/bundle_models.py --output "$LOGS/abl" "${MODELS[@]}" 2>&1 | tail -6
+mv "$LOGS"/abl/*.pt "$OUT"/ 2>/dev/null  # the bundles; their manifest goes into the tarball (few files per call)
+tar czf "$OUT/run_files.tgz" $(ls runs/abl_*/{metrics.jsonl,config.yaml,train.log} 2>/dev/null) \
+  $([ -f "$LOGS/abl/manifest.json" ] && echo "-C $LOGS/abl manifest.json")
 ls -la "$OUT"

@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--benchmark-steps", type=int, default=None, metavar="N",
                    help="run N timed steps after warm-up, print steps/s (and peak CUDA memory), write nothing")
     p.add_argument("--benchmark-warmup", type=int, default=None, metavar="N", help="warm-up steps (default 20)")
-    p.add_argument("--export", default=None, metavar="PATH", help="write a compact fp16 g_ema-only file and exit")
+    p.add_argument("--export", default=None, metavar="PATH",
+                   help="write a compact fp16 single-generator file (g_ema, or --network) and exit")
     p.add_argument("--ckpt", type=Path, default=None, metavar="PATH", help="with --export: the checkpoint to export")
     p.add_argument("--network", choices=("g_ema", "g"), default="g_ema",
                    help="with --export: the averaged generator, or the raw one of a training checkpoint (diagnostics)")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from wagi.fastpath import CudaGraphCall, graphed_or_eager
+from wagi.models.layers import NoiseInjection
 from wagi.models.swagan import Generator
 
 CUDA = torch.cuda.is_available()
@@ -75,6 +76,9 @@ def test_generator_graph_replays_the_eager_forward():
 @needs_cuda
 def test_generator_graph_in_bf16_and_fresh_noise_per_replay():
     g = _generator("cuda")
+    for m in g.modules():  # noise weights start at 0: give the noise a visible effect
+        if isinstance(m, NoiseInjection):
+            m.weight.data.fill_(0.5)
     w = torch.randn(4, 64, device="cuda")
 
     def forward(w):
@@ -83,6 +87,9 @@ def test_generator_graph_in_bf16_and_fresh_noise_per_replay():
     with torch.no_grad():
         ref = forward(w)
     low = CudaGraphCall(forward, w, precision="bf16")(w).float()
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # an outer autocast does not leak into an fp32 recording
+        exact = CudaGraphCall(forward, w, precision="fp32")(w)
+    torch.testing.assert_close(exact, ref, rtol=1e-5, atol=1e-5)
     err = float((low - ref).norm() / ref.norm())
     assert 0 < err < 2e-2
     noisy = CudaGraphCall(lambda w: g([w], input_is_latent=True, randomize_noise=True)[0], w, clone=True)

@@ -13,8 +13,9 @@ or pass ``clone=True``).
 Rules (checked where cheap): CUDA tensors only; every call passes tensors of the recorded shapes and dtypes;
 no autograd (the call runs under ``torch.no_grad``); the function must not synchronise with the host or change
 its control flow with the inputs' values. Random numbers drawn inside (e.g. ``randomize_noise=True``) are new on
-every replay (PyTorch's CUDA generator supports graph capture). An autocast context entered inside ``fn`` is
-recorded with it; one around the construction is not: use ``precision`` for that.
+every replay (PyTorch's CUDA generator supports graph capture). The recorded call runs in ``precision`` whatever
+autocast surrounds the construction (``'fp32'`` switches autocast off); an autocast entered inside ``fn`` is
+recorded with it.
 """
 from __future__ import annotations
 
@@ -52,19 +53,20 @@ class CudaGraphCall:
         self.fn, self.precision, self.clone = fn, check_precision(precision), clone
         self.device = example_inputs[0].device
         self.static_inputs = [x.detach().clone() for x in example_inputs]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                self._call()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_outputs = self._call()
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    self._call()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            torch.cuda.synchronize(self.device)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_outputs = self._call()
 
     def _call(self) -> Outputs:
-        with torch.no_grad(), precision_context(self.device, self.precision):
+        with torch.no_grad(), _precision(self.device, self.precision):
             return self.fn(*self.static_inputs)
 
     def __call__(self, *inputs: Tensor) -> Outputs:
@@ -93,7 +95,14 @@ def graphed_or_eager(fn: Callable[..., Outputs], *example_inputs: Tensor, enable
 
     def eager(*inputs: Tensor) -> Outputs:
         device: Optional[torch.device] = inputs[0].device if inputs else None
-        with torch.no_grad(), precision_context(device or "cpu", precision):
+        with torch.no_grad(), _precision(device or torch.device("cpu"), precision):
             return fn(*inputs)
 
     return eager
+
+
+def _precision(device: torch.device, precision: str):
+    """``precision_context``, except that ``'fp32'`` also switches off an autocast the caller is in."""
+    if precision == "fp32":
+        return torch.autocast(torch.device(device).type, enabled=False)
+    return precision_context(device, precision)

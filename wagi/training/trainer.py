@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from .. import wavelets as wv
 from ..builders import build_criterion, build_datasets, build_generator, dataset_source
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import WaGIConfig, save_config
+from ..config import FusionConfig, WaGIConfig, save_config
 from ..datasets import dataset_description
 from ..editing.factorization import sefa_directions
 from ..losses import InversionCriterion, NonFiniteLossError
@@ -278,10 +278,11 @@ class Trainer(TrainerBase):
             raise ValueError(f"train.fusion_ckpt: {path} is not a WaGI checkpoint")
         with restoring_from(path, "train.fusion_ckpt"):
             own, theirs = self.cfg.fusion, ckpt["config"]["fusion"]
+            defaults = FusionConfig()  # what a file written before a key existed was trained with
             for key in self.FUSION_KEYS:
-                mine = getattr(own, key)
-                if theirs.get(key, False if key == "cascade" else None) != mine:
-                    raise ValueError(f"train.fusion_ckpt: fusion.{key} is {theirs.get(key)!r} in {path} "
+                mine, saved = getattr(own, key), theirs.get(key, getattr(defaults, key))
+                if saved != mine:
+                    raise ValueError(f"train.fusion_ckpt: fusion.{key} is {saved!r} in {path} "
                                      f"but {mine!r} in this config")
             state = {k[len("fusion."):]: v.float() if v.is_floating_point() else v
                      for k, v in ckpt["state_dict"].items() if k.startswith("fusion.")}
